@@ -5,3 +5,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Appended, not prepended: the pack's own `nodes/` must never shadow ComfyUI's `nodes.py`.
 if REPO not in sys.path:
     sys.path.append(REPO)
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory):
+    """A real ComfyUI in this process with the pack loaded and the tiny checkpoint built.
+    Yields ComfyUI's `nodes` module; `nodes.tiny` holds the loaded model, clip and vae."""
+    from comfy_harness import make_base_directory, start_comfy_in_process
+
+    base = str(tmp_path_factory.mktemp("comfy_base"))
+    ckpt_name = make_base_directory(base)
+    nodes = start_comfy_in_process(base)
+    model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(ckpt_name)[:3]
+    nodes.tiny = {"model": model, "clip": clip, "vae": vae, "base": base}
+    return nodes

@@ -1,0 +1,154 @@
+"""Run an edict_core routine inside one real ComfyUI sampling session.
+
+`run_in_session` hands ComfyUI's CFGGuider a custom Sampler, so the model is loaded and
+patched once, cond and uncond go out in one batch, and LoRA, ControlNet, hooks and model
+wrappers apply as they do for KSampler. The routine gets a `ModelSession`: the guided
+denoiser in sampler space, the model's input scaling c(sigma), the two ends of the state
+(latent space <-> the clean level of sampler space), and a per-step report that drives
+ComfyUI's progress bar, live preview and Cancel button.
+
+ComfyUI's own sampler path is bypassed at both ends on purpose (algorithms.md section 2):
+`inner_sample` shifts the latent only when it is non-zero and casts the result to float32,
+and KSAMPLER noise-scales at sigmas[0] and sigmas[-1]. The routine's float64 result is
+kept on the Sampler object and never goes through that path.
+"""
+
+import logging
+
+import torch
+from tqdm.auto import tqdm
+
+import comfy.model_management
+import comfy.samplers
+import comfy.utils
+import latent_preview
+
+log = logging.getLogger("exact_inversion")
+
+
+def model_sampling_kind(model_sampling):
+    """'EPS', 'V_PREDICTION', 'EDM', 'CONST', ...: the prediction type of a model_sampling
+    object. Patch nodes build subclasses on the fly (ModelSamplingAdvanced, ...), so the
+    kind is the first mixin in the MRO that is not the torch module holding the schedule."""
+    for cls in type(model_sampling).__mro__:
+        if cls is not object and not issubclass(cls, torch.nn.Module):
+            return cls.__name__
+    return type(model_sampling).__name__
+
+
+def latent_format_name(model):
+    return type(model.get_model_object("latent_format")).__name__
+
+
+def state_dtype(device):
+    """float64 where the device has it. Apple's MPS has no float64, so the pair falls back to
+    float32 there, which loses digits in the round trip but keeps it close."""
+    if torch.device(device).type == "mps":
+        if not getattr(state_dtype, "warned", False):
+            log.warning("exact inversion: this device has no float64; keeping the pair in "
+                        "float32, so round trips are close but not exact to float64 precision.")
+            state_dtype.warned = True
+        return torch.float32
+    return torch.float64
+
+
+class ModelSession:
+    """What an edict_core routine needs from ComfyUI during one sampling session.
+
+    `denoise(x, sigma)` is edict_core's `model`: x [B, C, H, W] in sampler space at noise
+    level sigma (state dtype), returns the CFG-combined denoised estimate, same shape and
+    dtype. The network itself runs in its own dtype: the state goes in as float32, the
+    dtype of ComfyUI's samplers, and the model casts it further as it always does.
+    """
+
+    def __init__(self, model_wrap, extra_args, progress, device):
+        self.model_wrap = model_wrap
+        self.extra_args = extra_args
+        self.model_sampling = model_wrap.inner_model.model_sampling
+        self.device = device
+        self.dtype = state_dtype(device)
+        self._progress = progress
+
+    def denoise(self, x, sigma):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        x_model = x.to(torch.float32)
+        sigma_batch = x_model.new_full((x_model.shape[0],), sigma)
+        return self.model_wrap(x_model, sigma_batch, **self.extra_args).to(x.dtype)
+
+    def input_scale(self, sigma):
+        one = torch.ones(1, dtype=torch.float64)
+        return float(self.model_sampling.calculate_input(torch.tensor(sigma, dtype=torch.float64), one))
+
+    def to_model_space(self, latent):
+        """Latent space ([B, C, H, W], as in LATENT["samples"]) -> the model's latent space,
+        on the session's device in the state dtype."""
+        latent = latent.to(self.device, self.dtype)
+        return self.model_wrap.inner_model.process_latent_in(latent)
+
+    def to_latent_space(self, x):
+        """The inverse of to_model_space; returns a CPU tensor in the state dtype."""
+        return self.model_wrap.inner_model.process_latent_out(x).cpu()
+
+    def enter_clean(self, x, sigma_floor):
+        """A clean model-space latent as the sampler-space state at sigma_floor (for CONST
+        models that is (1 - sigma_floor) * x; for the others x itself)."""
+        sigma = torch.tensor(sigma_floor, dtype=x.dtype, device=x.device)
+        return self.model_sampling.noise_scaling(sigma, torch.zeros_like(x), x)
+
+    def leave_clean(self, x, sigma_floor):
+        sigma = torch.tensor(sigma_floor, dtype=x.dtype, device=x.device)
+        return self.model_sampling.inverse_noise_scaling(sigma, x)
+
+    def enter_noisy(self, latent, noise, sigmas):
+        """KSampler's start: seeded noise added to a model-space latent at sigmas[0]."""
+        max_denoise = comfy.samplers.Sampler().max_denoise(self.model_wrap, sigmas)
+        sigma = torch.tensor(float(sigmas[0]), dtype=latent.dtype, device=latent.device)
+        return self.model_sampling.noise_scaling(sigma, noise.to(latent), latent, max_denoise)
+
+    def report(self, info):
+        """edict_core's callback: progress bar, preview, and the Cancel button."""
+        self._progress(info)
+        comfy.model_management.throw_exception_if_processing_interrupted()
+
+
+class _RoutineSampler(comfy.samplers.Sampler):
+    def __init__(self, routine, total_steps):
+        self.routine = routine
+        self.total_steps = total_steps
+        self.result = None
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None,
+               denoise_mask=None, disable_pbar=False):
+        bar = tqdm(total=self.total_steps, disable=disable_pbar)
+
+        def progress(info):
+            bar.update(1)
+            if callback is not None:
+                callback(info["i"], info["denoised"].to(torch.float32), info["x"].to(torch.float32),
+                         self.total_steps)
+
+        try:
+            session = ModelSession(model_wrap, extra_args, progress, noise.device)
+            self.result = self.routine(session)
+        finally:
+            bar.close()
+        return noise  # ComfyUI casts and shifts this; the real result is self.result
+
+
+def run_in_session(model, positive, negative, cfg, latent, sigmas, total_steps, routine, seed=0):
+    """Run `routine(session)` inside one CFGGuider sampling session and return its result.
+
+    model: a ComfyUI MODEL (ModelPatcher). latent: LATENT["samples"] [B, C, H, W], used for
+    shapes, device placement and conds that look at the input latent. sigmas: the schedule
+    the routine walks (descending); ComfyUI exposes it to model patches as sample_sigmas.
+    total_steps: how many times the routine reports, for the progress bar.
+    """
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(cfg)
+    sampler = _RoutineSampler(routine, total_steps)
+    callback = latent_preview.prepare_callback(model, total_steps)
+    latent = latent.to(torch.float32)
+    guider.sample(torch.zeros_like(latent), latent, sampler, sigmas.to(torch.float32),
+                  callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    return sampler.result

@@ -1,0 +1,166 @@
+"""The pack's nodes: declarative classes that wire widgets to comfy_adapter.operations."""
+
+import comfy.samplers
+
+from ..comfy_adapter import operations
+from ..comfy_adapter.operations import Settings
+
+CATEGORY = "sampling/exact inversion"
+
+
+def _common_inputs(latent_tooltip, with_seed):
+    inputs = {
+        "model": ("MODEL", {"tooltip": "The diffusion model. Invert and sample with the same model, "
+                            "LoRAs and patches, or the round trip is not exact."}),
+        "positive": ("CONDITIONING", {"tooltip": "Positive prompt. For an edit: the prompt that "
+                                      "describes the image (Invert) or the edit (Sample)."}),
+        "negative": ("CONDITIONING", {"tooltip": "Negative prompt (the unconditional branch of cfg)."}),
+        "latent_image": ("LATENT", {"tooltip": latent_tooltip}),
+    }
+    if with_seed:
+        inputs["seed"] = ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff,
+                                  "control_after_generate": True,
+                                  "tooltip": "Noise seed, used only for a plain latent (text-to-image "
+                                  "or img2img). An inverted latent needs no noise."})
+    inputs.update({
+        "steps": ("INT", {"default": 50, "min": 1, "max": 10000,
+                          "tooltip": "Steps that run. With denoise < 1 they cover the last part "
+                          "of a schedule of steps / denoise steps, as in KSampler."}),
+        "cfg": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                          "tooltip": "Classifier-free guidance scale. About 3 for edits. Exact at any "
+                          "value, as long as Invert and Sample use the same one for a round trip."}),
+        "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "normal",
+                      "tooltip": "Noise schedule. Any works; the inverted latent remembers it."}),
+        "denoise": ("FLOAT", {"default": 0.8, "min": 0.0, "max": 1.0, "step": 0.01,
+                              "tooltip": "Strength: how far toward noise to invert (or how much of "
+                              "the schedule to sample). 0.6 to 0.9 for edits; 1.0 for text-to-image."}),
+    })
+    return inputs
+
+
+EDICT_INPUTS = {
+    "mix_weight": ("FLOAT", {"default": 0.93, "min": 0.01, "max": 1.0, "step": 0.01,
+                             "tooltip": "EDICT's mixing weight p in (0, 1]. 0.93 as in the paper; "
+                             "lower couples the two branches more strongly."}),
+    "leapfrog": ("BOOLEAN", {"default": True,
+                             "tooltip": "Alternate which branch is updated first on each step, as in "
+                             "the paper."}),
+}
+BDIA_INPUTS = {
+    "gamma": ("FLOAT", {"default": 0.94, "min": 0.01, "max": 1.0, "step": 0.01,
+                        "tooltip": "BDIA's gamma in (0, 1]. 0.92 to 1.0 for edits (0.94 in the "
+                        "authors' notebook); about 0.5 for 10-step text-to-image."}),
+}
+
+INVERT_LATENT = "The clean latent to invert (VAE Encode's output)."
+SAMPLE_LATENT = ("An inverted latent (regenerate or edit it exactly, following its own schedule "
+                 "and settings), or a plain latent (text-to-image from Empty Latent Image, or "
+                 "img2img), like KSampler.")
+
+
+class EDICTInvert:
+    DESCRIPTION = ("Invert a latent with EDICT: find the noisy pair from which EDICT Sample "
+                   "regenerates it exactly, at any cfg. Two model calls per step.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The inverted latent: a LATENT whose samples are one noisy branch, carrying "
+                       "its pair partner and settings for EDICT Sample.",)
+    FUNCTION = "invert"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {**_common_inputs(INVERT_LATENT, with_seed=False), **EDICT_INPUTS}}
+
+    def invert(self, model, positive, negative, latent_image, steps, cfg, scheduler, denoise,
+               mix_weight, leapfrog):
+        settings = Settings("edict", steps, scheduler, denoise, mix_weight=mix_weight, leapfrog=leapfrog)
+        return (operations.invert("EDICT Invert", model, positive, negative, latent_image, cfg, settings),)
+
+
+class EDICTSample:
+    DESCRIPTION = ("Generate with EDICT. From an EDICT-inverted latent, regenerate it exactly (same "
+                   "prompt) or edit it (new prompt); from a plain latent, sample like KSampler.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The result as a LATENT (decode it, or mix its pair with Latent Pair Mix); "
+                       "EDICT Invert takes it back exactly.",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {**_common_inputs(SAMPLE_LATENT, with_seed=True), **EDICT_INPUTS}}
+
+    def sample(self, model, positive, negative, latent_image, seed, steps, cfg, scheduler, denoise,
+               mix_weight, leapfrog):
+        settings = Settings("edict", steps, scheduler, denoise, mix_weight=mix_weight, leapfrog=leapfrog)
+        return (operations.sample("EDICT Sample", model, positive, negative, latent_image, cfg, seed, settings),)
+
+
+class BDIAInvert:
+    DESCRIPTION = ("Invert a latent with BDIA: find the pair of noisy states from which BDIA Sample "
+                   "regenerates it exactly, at any cfg. One model call per step.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The inverted latent: a LATENT whose samples are the noisiest state, carrying "
+                       "the next state and settings for BDIA Sample.",)
+    FUNCTION = "invert"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {**_common_inputs(INVERT_LATENT, with_seed=False), **BDIA_INPUTS}}
+
+    def invert(self, model, positive, negative, latent_image, steps, cfg, scheduler, denoise, gamma):
+        settings = Settings("bdia", steps, scheduler, denoise, gamma=gamma)
+        return (operations.invert("BDIA Invert", model, positive, negative, latent_image, cfg, settings),)
+
+
+class BDIASample:
+    DESCRIPTION = ("Generate with BDIA. From a BDIA-inverted latent, regenerate it exactly (same "
+                   "prompt) or edit it (new prompt); from a plain latent, sample like KSampler.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The result as a plain LATENT.",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {**_common_inputs(SAMPLE_LATENT, with_seed=True), **BDIA_INPUTS}}
+
+    def sample(self, model, positive, negative, latent_image, seed, steps, cfg, scheduler, denoise, gamma):
+        settings = Settings("bdia", steps, scheduler, denoise, gamma=gamma)
+        return (operations.sample("BDIA Sample", model, positive, negative, latent_image, cfg, seed, settings),)
+
+
+class LatentPairMix:
+    DESCRIPTION = "Mix the two branches of an EDICT pair: weight * x + (1 - weight) * y."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("A plain LATENT.",)
+    FUNCTION = "mix"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "latent": ("LATENT", {"tooltip": "An EDICT pair: the output of EDICT Sample (or EDICT Invert)."}),
+            "weight": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
+                                 "tooltip": "Weight of the first branch x; 0.5 averages x and y."}),
+        }}
+
+    def mix(self, latent, weight):
+        return (operations.mix_pair("Latent Pair Mix", latent, weight),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "EDICTInvert": EDICTInvert,
+    "EDICTSample": EDICTSample,
+    "BDIAInvert": BDIAInvert,
+    "BDIASample": BDIASample,
+    "LatentPairMix": LatentPairMix,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "EDICTInvert": "EDICT Invert",
+    "EDICTSample": "EDICT Sample",
+    "BDIAInvert": "BDIA Invert",
+    "BDIASample": "BDIA Sample",
+    "LatentPairMix": "Latent Pair Mix",
+}

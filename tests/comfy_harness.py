@@ -1,0 +1,89 @@
+"""Real ComfyUI for the tests: where it is, a private base directory, the tiny checkpoint,
+the pack loaded through ComfyUI's own custom-node loader, and images to work on.
+
+ComfyUI comes from COMFYUI_PATH, else the copy scripts/setup.sh unpacks into
+.comfyui/ComfyUI. Tests never touch that checkout's own models or custom_nodes: each
+session gets a base directory of its own with the pack linked into its custom_nodes.
+"""
+
+import asyncio
+import math
+import os
+import sys
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACK_NAME = "comfyui-exact-inversion"
+CKPT_NAME = "tiny_sd15.safetensors"
+
+
+def comfyui_path():
+    path = os.environ.get("COMFYUI_PATH") or os.path.join(REPO, ".comfyui", "ComfyUI")
+    if not os.path.isfile(os.path.join(path, "main.py")):
+        raise RuntimeError(f"no ComfyUI at {path}: run scripts/setup.sh, or set COMFYUI_PATH to a "
+                           "ComfyUI checkout.")
+    return os.path.abspath(path)
+
+
+def make_base_directory(base):
+    """Lay out a ComfyUI base directory: the pack linked into custom_nodes, the tiny
+    checkpoint in models/checkpoints. Returns the checkpoint's name."""
+    from tiny_checkpoint import build_tiny_checkpoint
+
+    for sub in ("custom_nodes", "models/checkpoints", "input", "output", "temp", "user"):
+        os.makedirs(os.path.join(base, sub), exist_ok=True)
+    link = os.path.join(base, "custom_nodes", PACK_NAME)
+    if not os.path.islink(link):
+        os.symlink(REPO, link)
+    ckpt = os.path.join(base, "models", "checkpoints", CKPT_NAME)
+    if not os.path.exists(ckpt):
+        build_tiny_checkpoint(ckpt, seed=0)
+    return CKPT_NAME
+
+
+def start_comfy_in_process(base):
+    """Import ComfyUI in this process (CPU), point it at `base`, load its built-in extra
+    nodes and this pack through nodes.load_custom_node. Returns ComfyUI's `nodes` module."""
+    path = comfyui_path()
+    if sys.path[0] != path:
+        sys.path.insert(0, path)  # before the repo: the pack's nodes/ must not shadow nodes.py
+    import comfy.options
+    comfy.options.enable_args_parsing(False)
+    from comfy.cli_args import args
+    args.cpu = True
+    import folder_paths
+    folder_paths.set_output_directory(os.path.join(base, "output"))
+    folder_paths.set_input_directory(os.path.join(base, "input"))
+    folder_paths.set_temp_directory(os.path.join(base, "temp"))
+    folder_paths.add_model_folder_path("checkpoints", os.path.join(base, "models", "checkpoints"), is_default=True)
+    import nodes
+    asyncio.run(nodes.init_builtin_extra_nodes())
+    loaded = asyncio.run(nodes.load_custom_node(os.path.join(base, "custom_nodes", PACK_NAME)))
+    if not loaded:
+        raise RuntimeError("ComfyUI's loader failed to import the pack; see the log above.")
+    return nodes
+
+
+def pack_module(name):
+    """A submodule of the pack as ComfyUI loaded it (e.g. 'comfy_adapter.session')."""
+    for module_name, module in sys.modules.items():
+        if module_name.endswith(f"{PACK_NAME}.{name}"):
+            return module
+    raise KeyError(name)
+
+
+def drawn_images(batch=2, size=64):
+    """A batch of smooth test pictures [B, H, W, 3] in [0, 1]: gradients, discs and stripes
+    that differ per image, drawn here so no file is needed."""
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    images = []
+    for b in range(batch):
+        cx, cy = 0.35 + 0.3 * b / max(batch - 1, 1), 0.5
+        disc = ((xs - cx) ** 2 + (ys - cy) ** 2 < 0.05).float()
+        stripes = 0.5 + 0.5 * torch.sin(2 * math.pi * (3 + b) * (xs + ys) / 2)
+        red = 0.6 * xs + 0.4 * disc
+        green = 0.3 + 0.4 * ys * stripes
+        blue = 0.8 - 0.5 * disc + 0.1 * b
+        images.append(torch.stack([red, green, blue], dim=-1).clamp(0, 1))
+    return torch.stack(images)

@@ -1,0 +1,87 @@
+"""A real ComfyUI server (main.py --cpu) on 127.0.0.1, for tests and the demo."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from comfy_harness import comfyui_path
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ComfyServer:
+    """main.py run over a private base directory (models, custom_nodes, input, output)."""
+
+    def __init__(self, base, port=None, log_path=None):
+        self.base, self.port = base, port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path or os.path.join(base, "server.log")
+        self.process = None
+
+    def start(self, timeout=180):
+        command = [sys.executable, os.path.join(comfyui_path(), "main.py"), "--cpu",
+                   "--listen", "127.0.0.1", "--port", str(self.port),
+                   "--base-directory", self.base, "--preview-method", "latent2rgb"]
+        self._log = open(self.log_path, "w")
+        self.process = subprocess.Popen(command, cwd=comfyui_path(), stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                self.get("/system_stats")
+                return self
+            except OSError:
+                time.sleep(0.5)
+        raise TimeoutError(f"ComfyUI did not answer within {timeout} s:\n{self.log()}")
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        if self.process:
+            self._log.close()
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()[-6000:]
+
+    def get(self, path):
+        with urllib.request.urlopen(self.url + path, timeout=30) as response:
+            return json.loads(response.read())
+
+    def post(self, path, payload):
+        request = urllib.request.Request(self.url + path, data=json.dumps(payload).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                body = response.read()
+        except urllib.error.HTTPError as error:
+            raise RuntimeError(f"POST {path} -> {error.code}: {error.read().decode()}") from None
+        return json.loads(body) if body else None
+
+    def run_prompt(self, prompt, timeout=300):
+        """Queue an API-format prompt and wait for its history entry."""
+        prompt_id = self.post("/prompt", {"prompt": prompt})["prompt_id"]
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            history = self.get(f"/history/{prompt_id}")
+            if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
+                entry = history[prompt_id]
+                if entry["status"]["status_str"] in ("success", "error"):
+                    return entry
+            time.sleep(0.3)
+        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s:\n{self.log()}")
