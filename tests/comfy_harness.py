@@ -87,3 +87,16 @@ def drawn_images(batch=2, size=64):
         blue = 0.8 - 0.5 * disc + 0.1 * b
         images.append(torch.stack([red, green, blue], dim=-1).clamp(0, 1))
     return torch.stack(images)
+
+
+def run_node(comfy, name, **inputs):
+    """Run one node the way ComfyUI's executor does (under inference mode); returns its
+    first output."""
+    node = comfy.NODE_CLASS_MAPPINGS[name]()
+    with torch.inference_mode():
+        return getattr(node, node.FUNCTION)(**inputs)[0]
+
+
+def relative_error(actual, expected):
+    actual, expected = actual.detach().double(), expected.detach().double()
+    return float((actual - expected).norm() / expected.norm())

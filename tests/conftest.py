@@ -21,3 +21,20 @@ def comfy(tmp_path_factory):
     model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(ckpt_name)[:3]
     nodes.tiny = {"model": model, "clip": clip, "vae": vae, "base": base}
     return nodes
+
+
+@pytest.fixture(scope="module")
+def scene(comfy):
+    """Prompts and a 2-image latent, encoded by the tiny checkpoint."""
+    import torch
+    from comfy_harness import drawn_images
+
+    clip, vae = comfy.tiny["clip"], comfy.tiny["vae"]
+    encode = comfy.CLIPTextEncode().encode
+    with torch.inference_mode():
+        return {
+            "positive": encode(clip, "a photo of a dog on the beach")[0],
+            "negative": encode(clip, "blurry, low quality")[0],
+            "edit": encode(clip, "a photo of a cat on the beach")[0],
+            "latent": comfy.VAEEncode().encode(vae, drawn_images(batch=2))[0],
+        }
