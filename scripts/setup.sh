@@ -69,7 +69,18 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$reqs_hash" ]; then
   echo "$reqs_hash" > "$stamp"
 fi
 
-# 5. the pack, linked into custom_nodes
+# 5. Chromium for the browser test (Debian's; playwright drives it, downloads none)
+if [ ! -x /usr/bin/chromium ] && [ -z "${SKIP_CHROMIUM:-}" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing Debian's chromium for the browser test"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+      || log "could not install chromium; the browser test will say how to get it"
+  else
+    log "no /usr/bin/chromium: the browser test needs it (apt-get install chromium)"
+  fi
+fi
+
+# 6. the pack, linked into custom_nodes
 mkdir -p "$comfy/custom_nodes"
 link="$comfy/custom_nodes/$pack_name"
 if [ -L "$link" ] && [ "$(readlink -f "$link")" != "$repo" ]; then rm "$link"; fi
