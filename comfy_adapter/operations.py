@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 import comfy.sample
+import comfy.sampler_helpers
 import comfy.samplers
 
 from .. import edict_core as core
@@ -67,30 +68,40 @@ def _sigmas(model, settings):
 
 
 def _samples(node, latent):
+    """The latent's samples [B, C, H, W], after refusing what no exact run can use."""
     samples = latent["samples"]
     if getattr(samples, "is_nested", False) or samples.ndim != 4:
         raise NodeInputError(node, "latent_image",
                              f"expected an image latent [batch, channels, height, width], got shape "
                              f"{tuple(samples.shape)}.", "Exact inversion supports image models only.")
-    if "noise_mask" in latent:
-        raise NodeInputError(node, "latent_image", "it carries a noise mask, which exact inversion "
-                             "does not use yet.", "Remove the Set Latent Noise Mask node (or use VAE "
-                             "Encode instead of VAE Encode (for Inpainting)).")
     if not torch.isfinite(samples).all():
         raise NodeInputError(node, "latent_image", "it holds NaN or infinite values.",
                              "Check the nodes before it (VAE Encode of a broken image?).")
+    record = read_record(latent)
+    if record is not None and not torch.isfinite(record["partner"]).all():
+        raise NodeInputError(node, "latent_image", "its pair partner holds NaN or infinite values.",
+                             f"Invert again with {METHOD_TITLES[record['method']]} Invert.")
+    mask = latent.get("noise_mask")
+    if mask is not None and not torch.isfinite(mask).all():
+        raise NodeInputError(node, "latent_image", "its noise mask holds NaN or infinite values.",
+                             "Check the mask nodes before Set Latent Noise Mask.")
     return samples
 
 
+def _keep_outside_mask(latent, source, results):
+    """Masked editing: where the latent's noise_mask is 0 each result is `source` bit for bit,
+    where it is 1 the result as generated, and a soft mask blends the two. The whole latent
+    is still generated, so the edit sees its surroundings. source: [B, C, H, W] latent
+    space; results: tensors of that shape in latent space."""
+    mask = latent.get("noise_mask")
+    if mask is None:
+        return results
+    source = source.to(torch.float64)
+    mask = comfy.sampler_helpers.prepare_mask(mask, source.shape, source.device).to(torch.float64)
+    # source + mask * (r - source) is source exactly wherever mask is 0.
+    return [(source + mask * (r.to(torch.float64) - source)).to(r.dtype) for r in results]
 def _model_identity(model):
     return model_sampling_kind(model.get_model_object("model_sampling")), latent_format_name(model)
-
-
-def _check_finite(node, tensors, what):
-    for tensor in tensors:
-        if not torch.isfinite(tensor).all():
-            raise NodeInputError(node, "model", f"the {what} produced NaN or infinite values.",
-                                 "Lower cfg, check the model and its patches, or try another scheduler.")
 
 
 def invert(node, model, positive, negative, latent, cfg, settings):
@@ -125,9 +136,8 @@ def invert(node, model, positive, negative, latent, cfg, settings):
                                      settings.gamma, callback=session.report)
         return [session.to_latent_space(t) for t in noisy]
 
-    branch, partner = run_in_session(model, positive, negative, cfg, samples, sigmas, steps, routine)
-    _check_finite(node, (branch, partner), "inversion")
-    return with_record(latent, branch, partner, method=settings.method, state="noisy",
+    branch, partner = run_in_session(node, model, positive, negative, cfg, samples, sigmas, steps, routine)
+    return with_record(latent, branch, partner, method=settings.method, state="noisy", source=samples,
                        sigmas=sigmas, model_sampling=kind, latent_format=latent_format,
                        **settings.trajectory_fields())
 
@@ -160,10 +170,12 @@ def sample(node, model, positive, negative, latent, cfg, seed, settings):
                             leapfrog=record.get("leapfrog", True), gamma=record.get("gamma", 0.94))
         sigmas = record["sigmas"]
         start = (record["branch"], record["partner"])
+        source = record["source"]
     else:
         samples = comfy.sample.fix_empty_latent_channels(model, samples)
         sigmas = _sigmas(model, settings)
         start = None
+        source = samples
         if len(sigmas) < 2:  # denoise 0
             return dict(latent)
         noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
@@ -190,11 +202,11 @@ def sample(node, model, positive, negative, latent, cfg, seed, settings):
                                     settings.gamma, callback=session.report)]
         return [session.to_latent_space(session.leave_clean(t, clean_level)) for t in out]
 
-    result = run_in_session(model, positive, negative, cfg, samples, sigmas, steps, routine, seed=seed)
-    _check_finite(node, result, "sampling")
+    result = run_in_session(node, model, positive, negative, cfg, samples, sigmas, steps, routine, seed=seed)
+    result = _keep_outside_mask(latent, source, result)
     if settings.method == "edict":
         # The pair at the clean end: EDICT Invert takes it back exactly.
-        return with_record(latent, result[0], result[1], method="edict", state="clean",
+        return with_record(latent, result[0], result[1], method="edict", state="clean", source=source,
                            sigmas=sigmas, model_sampling=kind, latent_format=latent_format,
                            **settings.trajectory_fields())
     return plain_latent(latent, result[0])

@@ -5,7 +5,8 @@ usual latent space, float32, so it can be previewed, decoded or saved. The key R
 holds the rest: both states in float64 (the float32 `samples` alone would lose the digits
 that make the round trip exact) and how they were made. A node that rebuilds the dict
 from `samples` alone drops the key and so turns it back into a plain latent, which is the
-intended way out.
+intended way out. Other keys (batch_index, noise_mask) pass through, as KSampler passes them.
+On a device with no float64 (MPS) the pair is float32.
 
 record = {
     "method": "edict" | "bdia",
@@ -13,6 +14,9 @@ record = {
              "clean" (made by EDICT Sample: the pair sits at sigmas[-1]),
     "branch":  float64 [B, C, H, W], latent space: `samples` before its float32 cast,
     "partner": float64 [B, C, H, W], latent space: EDICT's y, or BDIA's X_1 at sigmas[1],
+    "source": [B, C, H, W], latent space: the clean latent the pair was made from (Invert's
+              input, or the plain latent EDICT Sample started from); a noise_mask keeps it
+              outside the mask,
     "sigmas": float64 [N + 1], the prepared schedule (descending),
     "steps", "scheduler", "denoise": the widget values it was made with,
     "mix_weight", "leapfrog" (EDICT) | "gamma" (BDIA),
@@ -36,14 +40,14 @@ def read_record(latent):
 def with_record(latent, branch, partner, **fields):
     """A new LATENT dict: the input's extra keys (batch_index, ...) kept, `samples` and the
     record replaced. The input dict and its tensors are never modified."""
-    out = {k: v for k, v in latent.items() if k not in ("samples", RECORD_KEY, "noise_mask")}
+    out = {k: v for k, v in latent.items() if k not in ("samples", RECORD_KEY)}
     out["samples"] = branch.to(torch.float32)
     out[RECORD_KEY] = dict(fields, branch=branch, partner=partner)
     return out
 
 
 def plain_latent(latent, samples):
-    out = {k: v for k, v in latent.items() if k not in ("samples", RECORD_KEY, "noise_mask")}
+    out = {k: v for k, v in latent.items() if k not in ("samples", RECORD_KEY)}
     out["samples"] = samples.to(torch.float32)
     return out
 

@@ -23,6 +23,8 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
+from .errors import NodeInputError
+
 log = logging.getLogger("exact_inversion")
 
 
@@ -40,16 +42,27 @@ def latent_format_name(model):
     return type(model.get_model_object("latent_format")).__name__
 
 
+def has_float64(device):
+    return torch.device(device).type != "mps"
+
+
 def state_dtype(device):
     """float64 where the device has it. Apple's MPS has no float64, so the pair falls back to
     float32 there, which loses digits in the round trip but keeps it close."""
-    if torch.device(device).type == "mps":
-        if not getattr(state_dtype, "warned", False):
-            log.warning("exact inversion: this device has no float64; keeping the pair in "
-                        "float32, so round trips are close but not exact to float64 precision.")
-            state_dtype.warned = True
-        return torch.float32
-    return torch.float64
+    if has_float64(device):
+        return torch.float64
+    if not getattr(state_dtype, "warned", False):
+        log.warning("exact inversion: this device has no float64; keeping the pair in "
+                    "float32, so round trips are close but not exact to float64 precision.")
+        state_dtype.warned = True
+    return torch.float32
+
+
+def diverged(node, when):
+    return NodeInputError(
+        node, "model", f"the run diverged: the latent holds NaN or infinite values {when}, so it "
+        "was stopped and returns nothing.",
+        "Lower cfg, check the model and its patches (LoRA, ControlNet), or try another scheduler.")
 
 
 class ModelSession:
@@ -61,7 +74,9 @@ class ModelSession:
     dtype of ComfyUI's samplers, and the model casts it further as it always does.
     """
 
-    def __init__(self, model_wrap, extra_args, progress, device):
+    def __init__(self, node, model_wrap, extra_args, progress, total_steps, device):
+        self.node = node
+        self.total_steps = total_steps
         self.model_wrap = model_wrap
         self.extra_args = extra_args
         self.model_sampling = model_wrap.inner_model.model_sampling
@@ -106,13 +121,18 @@ class ModelSession:
         return self.model_sampling.noise_scaling(sigma, noise.to(latent), latent, max_denoise)
 
     def report(self, info):
-        """edict_core's callback: progress bar, preview, and the Cancel button."""
+        """edict_core's callback: progress bar, preview, the Cancel button, and a stop as soon
+        as the state stops being finite (a diverging model would otherwise return NaNs)."""
+        if not torch.isfinite(info["x"]).all():
+            raise diverged(self.node, f"after step {info['i'] + 1} of {self.total_steps} "
+                                      f"(sigma {info['sigma']:.4g})")
         self._progress(info)
         comfy.model_management.throw_exception_if_processing_interrupted()
 
 
 class _RoutineSampler(comfy.samplers.Sampler):
-    def __init__(self, routine, total_steps):
+    def __init__(self, node, routine, total_steps):
+        self.node = node
         self.routine = routine
         self.total_steps = total_steps
         self.result = None
@@ -128,15 +148,17 @@ class _RoutineSampler(comfy.samplers.Sampler):
                          self.total_steps)
 
         try:
-            session = ModelSession(model_wrap, extra_args, progress, noise.device)
+            session = ModelSession(self.node, model_wrap, extra_args, progress, self.total_steps,
+                                   noise.device)
             self.result = self.routine(session)
         finally:
             bar.close()
         return noise  # ComfyUI casts and shifts this; the real result is self.result
 
 
-def run_in_session(model, positive, negative, cfg, latent, sigmas, total_steps, routine, seed=0):
-    """Run `routine(session)` inside one CFGGuider sampling session and return its result.
+def run_in_session(node, model, positive, negative, cfg, latent, sigmas, total_steps, routine, seed=0):
+    """Run `routine(session)` inside one CFGGuider sampling session and return its result,
+    a list of finite tensors. `node` names the node in errors.
 
     model: a ComfyUI MODEL (ModelPatcher). latent: LATENT["samples"] [B, C, H, W], used for
     shapes, device placement and conds that look at the input latent. sigmas: the schedule
@@ -146,9 +168,11 @@ def run_in_session(model, positive, negative, cfg, latent, sigmas, total_steps, 
     guider = comfy.samplers.CFGGuider(model)
     guider.set_conds(positive, negative)
     guider.set_cfg(cfg)
-    sampler = _RoutineSampler(routine, total_steps)
+    sampler = _RoutineSampler(node, routine, total_steps)
     callback = latent_preview.prepare_callback(model, total_steps)
     latent = latent.to(torch.float32)
     guider.sample(torch.zeros_like(latent), latent, sampler, sigmas.to(torch.float32),
                   callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    if not all(torch.isfinite(t).all() for t in sampler.result):
+        raise diverged(node, f"after the last of its {total_steps} steps")
     return sampler.result

@@ -40,17 +40,18 @@ def ddim_round_trip(comfy, model, scene):
 
     def invert(session):
         x = session.enter_clean(session.to_model_space(samples), float(sigmas[-1]))
-        return core.invert_ddim(session.denoise, x, sigmas, callback=session.report)
+        return [core.invert_ddim(session.denoise, x, sigmas, callback=session.report)]
 
-    noisy = session_module.run_in_session(model, scene["positive"], scene["negative"], CFG, samples,
-                                          sigmas, STEPS, invert)
+    noisy, = session_module.run_in_session("DDIM", model, scene["positive"], scene["negative"], CFG,
+                                           samples, sigmas, STEPS, invert)
 
     def generate(session):
         x = core.sample_ddim(session.denoise, noisy, sigmas, callback=session.report)
-        return session.to_latent_space(session.leave_clean(x, float(sigmas[-1])))
+        return [session.to_latent_space(session.leave_clean(x, float(sigmas[-1])))]
 
-    return session_module.run_in_session(model, scene["positive"], scene["negative"], CFG, samples,
-                                         sigmas, STEPS, generate)
+    reconstruction, = session_module.run_in_session("DDIM", model, scene["positive"], scene["negative"],
+                                                    CFG, samples, sigmas, STEPS, generate)
+    return reconstruction
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
