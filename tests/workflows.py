@@ -1,0 +1,40 @@
+"""The example workflows (example_workflows/*.json, UI format) and their API-format copies
+(example_workflows/api/), and the one rule that fits them to a smaller machine: the tiny
+checkpoint, fewer steps, smaller images. Shared by the tests and the demo."""
+
+import json
+import os
+
+from comfy_harness import REPO
+
+UI_DIR = os.path.join(REPO, "example_workflows")
+API_DIR = os.path.join(UI_DIR, "api")
+NAMES = ["edict_edit", "bdia_edit", "round_trip_check", "bdia_text_to_image"]
+DEFAULT_CKPT = "v1-5-pruned-emaonly.safetensors"
+INPUT_IMAGE = "example.png"  # what Load Image names in the examples
+
+
+def ui_text(name):
+    with open(os.path.join(UI_DIR, f"{name}.json")) as f:
+        return f.read()
+
+
+def api_prompt(name):
+    with open(os.path.join(API_DIR, f"{name}.json")) as f:
+        return json.load(f)
+
+
+def adapted(prompt, ckpt=None, image=None, steps=None, size=None):
+    """A copy of an API-format prompt with the checkpoint, input image, steps and empty-latent
+    size replaced where given. The same widget names are replaced in the browser test."""
+    replacements = {"ckpt_name": ckpt, "image": image, "steps": steps, "width": size, "height": size}
+    prompt = json.loads(json.dumps(prompt))
+    for node in prompt.values():
+        for name, value in replacements.items():
+            if value is not None and name in node["inputs"]:
+                node["inputs"][name] = value
+    return prompt
+
+
+def nodes_of_type(prompt, class_type):
+    return [node_id for node_id, node in prompt.items() if node["class_type"] == class_type]
