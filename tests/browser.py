@@ -65,7 +65,14 @@ def open_frontend(browser, url):
     page.add_init_script("localStorage.setItem('vueNodesBannerDismissed', 'true')")
     page.goto(url)
     page.wait_for_function("window.app?.graph && window.LiteGraph?.registered_node_types", timeout=90_000)
+    wait_until_idle(page)
     return page
+
+
+def wait_until_idle(page):
+    """Wait for the page-blocking spinner the frontend shows while it starts or loads a file
+    (a drop made during the start-up spinner leaves it stuck)."""
+    page.locator(".p-blockui-mask").wait_for(state="detached", timeout=30_000)
 
 
 def drop_workflow(page, name, text):
@@ -73,6 +80,7 @@ def drop_workflow(page, name, text):
     expected_nodes = len(json.loads(text)["nodes"])
     page.evaluate(DROP_FILE, [f"{name}.json", text])
     page.wait_for_function(f"app.graph.nodes.length === {expected_nodes}", timeout=30_000)
+    wait_until_idle(page)
 
 
 def graph_to_prompt(page):

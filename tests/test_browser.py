@@ -1,0 +1,107 @@
+"""Every example workflow in the real ComfyUI frontend (headless Chromium), the way a user
+runs it: drop the file, pick a checkpoint, press Run, wait, look at the result. Screenshots
+of the finished graphs go to tests/artifacts/."""
+
+import os
+import time
+
+import pytest
+from PIL import Image
+from playwright.sync_api import sync_playwright
+
+from browser import GRAPH_PROBLEMS, SET_WIDGETS, drop_workflow, launch_chromium, open_frontend, write_user_settings
+from comfy_harness import CKPT_NAME, REPO, drawn_images, make_base_directory
+from server import ComfyServer
+from workflows import DEFAULT_CKPT, INPUT_IMAGE, NAMES, ui_text
+
+ARTIFACTS = os.path.join(REPO, "tests", "artifacts")
+# Small enough for two CPU cores; the examples' own 50 steps are for real use.
+SMALL_RUN = {"steps": 3, "width": 64, "height": 64}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    base = str(tmp_path_factory.mktemp("browser_base"))
+    make_base_directory(base)
+    write_user_settings(base)
+    image = (drawn_images(batch=1)[0].numpy() * 255).round().astype("uint8")
+    Image.fromarray(image).save(os.path.join(base, "input", INPUT_IMAGE))
+    server = ComfyServer(base).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        yield open_frontend(browser, server.url)
+        browser.close()
+
+
+def drop_with_tiny_checkpoint(page, name):
+    """Drop the example with the tiny checkpoint chosen, as a user picks their own model."""
+    drop_workflow(page, name, ui_text(name).replace(f'"{DEFAULT_CKPT}"', f'"{CKPT_NAME}"'))
+
+
+def press_run(page):
+    """Click Run; returns the server's answer to the prompt the frontend posted."""
+    with page.expect_response(lambda r: r.url.endswith("/api/prompt") and r.request.method == "POST") as answer:
+        page.get_by_role("button", name="Run", exact=True).click()
+    return answer.value
+
+
+def wait_for_history(server, prompt_id, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        entry = server.get(f"/history/{prompt_id}").get(prompt_id)
+        if entry and entry["status"].get("completed") is not None:
+            return entry
+        time.sleep(0.5)
+    raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s:\n{server.log()}")
+
+
+def screenshot(page, name):
+    page.mouse.click(960, 1060)  # focus the canvas (an empty spot) for the Fit View key
+    page.keyboard.press(".")
+    time.sleep(1)  # let the canvas draw the fitted graph and the result images
+    page.screenshot(path=os.path.join(ARTIFACTS, f"{name}.png"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_example_runs_from_the_ui(server, page, name):
+    drop_with_tiny_checkpoint(page, name)
+    assert page.evaluate(GRAPH_PROBLEMS) == []
+    page.evaluate(SET_WIDGETS, SMALL_RUN)
+
+    answer = press_run(page)
+    assert answer.ok, f"the server rejected the prompt: {answer.text()}"
+    entry = wait_for_history(server, answer.json()["prompt_id"])
+    assert entry["status"]["status_str"] == "success", entry["status"]["messages"]
+
+    saved = [image for output in entry["outputs"].values() for image in output.get("images", [])
+             if image["type"] == "output"]
+    expected = 3 if name == "round_trip_check" else 1  # EDICT, BDIA and DDIM reconstructions
+    assert len(saved) == expected
+    for image in saved:
+        assert os.path.getsize(os.path.join(server.base, "output", image["subfolder"], image["filename"])) > 0
+    screenshot(page, name)
+
+
+def test_a_node_error_reaches_the_ui_as_a_readable_message(server, page):
+    drop_with_tiny_checkpoint(page, "edict_edit")
+    page.evaluate(SET_WIDGETS, SMALL_RUN)
+    # Rewire like a user who skips the pair: VAE Encode's plain latent into Latent Pair Mix.
+    page.evaluate("""() => {
+      const encode = app.graph.nodes.find(n => n.type === 'VAEEncode');
+      const mix = app.graph.nodes.find(n => n.type === 'LatentPairMix');
+      encode.connect(0, mix, 0);
+    }""")
+    answer = press_run(page)
+    assert answer.ok
+    assert wait_for_history(server, answer.json()["prompt_id"])["status"]["status_str"] == "error"
+    message = page.get_by_text("Latent Pair Mix: input 'latent': it is a plain latent with no EDICT pair.")
+    message.first.wait_for(timeout=20_000)
+    assert "Connect the output of EDICT Sample or EDICT Invert." in page.content()
+    page.screenshot(path=os.path.join(ARTIFACTS, "node_error.png"))
