@@ -1,0 +1,1 @@
+"""Benchmarks: reconstruction, edit fidelity, cost against KSampler, scaling. Entry point: bench/run.py."""

@@ -1,0 +1,44 @@
+"""The bench's ComfyUI: the test harness's in-process ComfyUI (tests/comfy_harness.py), the
+tiny checkpoint, and the paths that runs share. Pack code is reached as ComfyUI loaded it.
+"""
+
+import os
+import sys
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "bench", "results")
+# tests/ holds the harness; appended so neither it nor the repo shadows ComfyUI's modules.
+if os.path.join(REPO, "tests") not in sys.path:
+    sys.path.append(os.path.join(REPO, "tests"))
+
+import comfy_harness  # noqa: E402  (needs the path above)
+from comfy_harness import drawn_images, pack_module, relative_error, run_node  # noqa: E402,F401
+
+
+def start(base=None):
+    """Start ComfyUI in this process (CPU) with the pack and the tiny checkpoint. Returns
+    ComfyUI's `nodes` module with `nodes.tiny` = {model, clip, vae, base}, as the tests'
+    `comfy` fixture does. `base` defaults to bench/results/tmp (git-ignored)."""
+    base = base or os.path.join(RESULTS, "tmp", "comfy_base")
+    ckpt_name = comfy_harness.make_base_directory(base)
+    nodes = comfy_harness.start_comfy_in_process(base)
+    model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(ckpt_name)[:3]
+    nodes.tiny = {"model": model, "clip": clip, "vae": vae, "base": base}
+    return nodes
+
+
+def load_checkpoint(comfy, path):
+    """Load any checkpoint file through CheckpointLoaderSimple (linked into the base's
+    models/checkpoints). Returns (model, clip, vae)."""
+    name = os.path.basename(path)
+    link = os.path.join(comfy.tiny["base"], "models", "checkpoints", name)
+    if not os.path.exists(link):
+        os.symlink(os.path.abspath(path), link)
+    return comfy.CheckpointLoaderSimple().load_checkpoint(name)[:3]
+
+
+def encode_text(comfy, clip, text):
+    with torch.inference_mode():
+        return comfy.CLIPTextEncode().encode(clip, text)[0]
