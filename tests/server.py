@@ -1,13 +1,17 @@
 """A real ComfyUI server (main.py --cpu) on 127.0.0.1, for tests and the demo."""
 
+import asyncio
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+
+import aiohttp
 
 from comfy_harness import comfyui_path
 
@@ -21,16 +25,18 @@ def free_port():
 class ComfyServer:
     """main.py run over a private base directory (models, custom_nodes, input, output)."""
 
-    def __init__(self, base, port=None, log_path=None):
-        self.base, self.port = base, port or free_port()
+    def __init__(self, base, port=None, log_path=None, cpu=True):
+        self.base, self.port, self.cpu = base, port or free_port(), cpu
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or os.path.join(base, "server.log")
         self.process = None
 
     def start(self, timeout=180):
-        command = [sys.executable, os.path.join(comfyui_path(), "main.py"), "--cpu",
+        command = [sys.executable, os.path.join(comfyui_path(), "main.py"),
                    "--listen", "127.0.0.1", "--port", str(self.port),
                    "--base-directory", self.base, "--preview-method", "latent2rgb"]
+        if self.cpu:
+            command.append("--cpu")
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(command, cwd=comfyui_path(), stdout=self._log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
@@ -85,3 +91,21 @@ class ComfyServer:
                     return entry
             time.sleep(0.3)
         raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s:\n{self.log()}")
+
+    def listen(self, client_id):
+        """What the UI hears: the /ws messages (progress, execution_*) sent to client_id,
+        collected by a background thread into the returned list as they arrive."""
+        messages, connected = [], threading.Event()
+
+        async def receive():
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(f"{self.url}/ws?clientId={client_id}") as socket_:
+                    connected.set()
+                    async for message in socket_:
+                        if message.type == aiohttp.WSMsgType.TEXT:
+                            messages.append(json.loads(message.data))
+
+        threading.Thread(target=asyncio.run, args=(receive(),), daemon=True).start()
+        if not connected.wait(30):
+            raise TimeoutError("no websocket connection to ComfyUI")
+        return messages

@@ -1,14 +1,18 @@
 """The pack in a real ComfyUI server: /object_info lists the nodes, and an API-format
 workflow (load checkpoint -> encode -> EDICT Invert -> EDICT Sample -> Latent Pair Mix ->
-decode -> save) runs to a saved image."""
+decode -> save) runs to a saved image. What the UI hears over the websocket: progress per
+step, a Cancel (/interrupt) that stops a 200-step run within a step, and readable errors."""
 
 import os
+import time
+import uuid
 
 import pytest
 from PIL import Image
 
-from comfy_harness import drawn_images, make_base_directory
+from comfy_harness import CKPT_NAME, drawn_images, make_base_directory
 from server import ComfyServer
+from workflows import adapted, api_prompt, nodes_of_type
 
 NODE_INPUTS = {
     "EDICTInvert": ["model", "positive", "negative", "latent_image", "steps", "cfg", "scheduler",
@@ -90,3 +94,79 @@ def test_node_error_reaches_the_client_and_the_server_keeps_serving(server):
     messages = [m for m in entry["status"]["messages"] if m[0] == "execution_error"]
     assert "Latent Pair Mix: input 'latent'" in messages[0][1]["exception_message"]
     assert server.run_prompt(edit_prompt(steps=5))["status"]["status_str"] == "success"
+
+
+def example(name, steps):
+    return adapted(api_prompt(name), ckpt=CKPT_NAME, image="beach.png", steps=steps)
+
+
+def wait_for(messages, kind, prompt_id, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for message in messages:
+            if message["type"] == kind and message["data"].get("prompt_id") == prompt_id:
+                return message["data"]
+        time.sleep(0.05)
+    raise TimeoutError(f"no {kind} for {prompt_id}; heard {[m['type'] for m in messages][-20:]}")
+
+
+def test_cancel_stops_a_200_step_run_within_a_step_and_the_next_run_succeeds(server):
+    client_id = uuid.uuid4().hex
+    messages = server.listen(client_id)
+    prompt = example("edict_edit", steps=200)
+    invert = nodes_of_type(prompt, "EDICTInvert")[0]
+    prompt_id = server.post("/prompt", {"prompt": prompt, "client_id": client_id})["prompt_id"]
+
+    def steps_done():
+        return [m["data"]["value"] for m in list(messages)
+                if m["type"] == "progress" and m["data"]["node"] == invert]
+
+    deadline = time.time() + 120
+    while len(steps_done()) < 3 and time.time() < deadline:
+        time.sleep(0.02)
+    steps_at_cancel = max(steps_done())
+    server.post("/interrupt", {})
+    stopped = wait_for(messages, "execution_interrupted", prompt_id)
+
+    assert stopped["node_id"] == invert
+    progress = steps_done()
+    assert progress[:3] == [1, 2, 3] and all(m["data"]["max"] == 200 for m in messages if m["type"] == "progress")
+    # the step in flight when Cancel arrived may finish (and the next report may have been in flight)
+    assert max(progress) <= steps_at_cancel + 2 < 200
+    status = server.get(f"/history/{prompt_id}")[prompt_id]["status"]
+    assert status["status_str"] == "error"
+    assert "execution_interrupted" in [kind for kind, _ in status["messages"]]
+    assert server.run_prompt(example("edict_edit", steps=3))["status"]["status_str"] == "success"
+
+
+def error_message(server, prompt):
+    """The execution_error the UI receives for the prompt (the text of its error dialog)."""
+    client_id = uuid.uuid4().hex
+    messages = server.listen(client_id)
+    prompt_id = server.post("/prompt", {"prompt": prompt, "client_id": client_id})["prompt_id"]
+    error = wait_for(messages, "execution_error", prompt_id)
+    return error["node_type"], error["exception_message"].strip()
+
+
+def test_an_edict_inverted_latent_into_bdia_sample_says_what_to_connect(server):
+    prompt = example("bdia_edit", steps=3)
+    invert = prompt[nodes_of_type(prompt, "BDIAInvert")[0]]
+    invert["class_type"] = "EDICTInvert"
+    del invert["inputs"]["gamma"]
+    invert["inputs"].update(mix_weight=0.93, leapfrog=True)
+    assert error_message(server, prompt) == (
+        "BDIASample", "BDIA Sample: input 'latent_image': it was inverted with EDICT Invert. "
+        "Connect it to EDICT Sample, or invert with BDIA Invert.")
+
+
+def test_a_latent_inverted_with_one_model_type_and_sampled_with_another_is_named(server):
+    prompt = example("edict_edit", steps=3)
+    loader = nodes_of_type(prompt, "CheckpointLoaderSimple")[0]
+    prompt["v_model"] = {"class_type": "ModelSamplingDiscrete",
+                         "inputs": {"model": [loader, 0], "sampling": "v_prediction", "zsnr": False}}
+    prompt[nodes_of_type(prompt, "EDICTSample")[0]]["inputs"]["model"] = ["v_model", 0]
+    node_type, message = error_message(server, prompt)
+    assert node_type == "EDICTSample"
+    assert message.startswith("EDICT Sample: input 'model': latent_image was inverted with a EPS model, "
+                              "but this model is V_PREDICTION.")
+    assert "Connect the same model" in message
