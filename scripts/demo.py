@@ -8,6 +8,7 @@ pictures are noise-like, the round-trip figures are real) and a picture drawn he
 import argparse
 import os
 import shutil
+import signal
 import sys
 import time
 
@@ -164,9 +165,12 @@ def ui(args):
           f"[demo] the EDICT edit example: {server.url}/?template=edict_edit&source={PACK_NAME}\n"
           f"[demo] every example: Templates (left bar) -> Extensions -> {PACK_NAME}\n"
           "[demo] choose your checkpoint in Load Checkpoint; Ctrl+C stops the server.", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a kill stops the server too, as Ctrl+C does
     try:
         server.process.wait()
     except KeyboardInterrupt:
+        pass
+    finally:
         server.stop()
 
 
