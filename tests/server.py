@@ -109,3 +109,9 @@ class ComfyServer:
         if not connected.wait(30):
             raise TimeoutError("no websocket connection to ComfyUI")
         return messages
+
+
+def cached_nodes(entry):
+    """The ids of the nodes a finished prompt took from ComfyUI's cache instead of running."""
+    return {node for kind, data in entry["status"]["messages"] if kind == "execution_cached"
+            for node in data["nodes"]}

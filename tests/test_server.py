@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from comfy_harness import CKPT_NAME, drawn_images, make_base_directory
-from server import ComfyServer
-from workflows import adapted, api_prompt, nodes_of_type
+from server import ComfyServer, cached_nodes
+from workflows import adapted, api_prompt, nodes_of_type, run_again
 
 NODE_INPUTS = {
     "EDICTInvert": ["model", "positive", "negative", "latent_image", "steps", "cfg", "scheduler",
@@ -110,7 +110,14 @@ def wait_for(messages, kind, prompt_id, timeout=120):
     raise TimeoutError(f"no {kind} for {prompt_id}; heard {[m['type'] for m in messages][-20:]}")
 
 
-def test_cancel_stops_a_200_step_run_within_a_step_and_the_next_run_succeeds(server):
+def saved_pixels(server, entry):
+    return [Image.open(os.path.join(server.base, "output", image["subfolder"], image["filename"])).tobytes()
+            for output in entry["outputs"].values() for image in output.get("images", [])
+            if image["type"] == "output"]
+
+
+def test_cancel_stops_a_200_step_run_within_a_step_and_the_next_run_is_correct(server):
+    before = server.run_prompt(example("edict_edit", steps=3))
     client_id = uuid.uuid4().hex
     messages = server.listen(client_id)
     prompt = example("edict_edit", steps=200)
@@ -136,7 +143,11 @@ def test_cancel_stops_a_200_step_run_within_a_step_and_the_next_run_succeeds(ser
     status = server.get(f"/history/{prompt_id}")[prompt_id]["status"]
     assert status["status_str"] == "error"
     assert "execution_interrupted" in [kind for kind, _ in status["messages"]]
-    assert server.run_prompt(example("edict_edit", steps=3))["status"]["status_str"] == "success"
+    # nothing left behind: the same small edit, run in full again, gives the same image
+    after = server.run_prompt(run_again(example("edict_edit", steps=3), 1))
+    assert after["status"]["status_str"] == "success"
+    assert not cached_nodes(after) & {*nodes_of_type(prompt, "EDICTInvert"), *nodes_of_type(prompt, "EDICTSample")}
+    assert saved_pixels(server, after) == saved_pixels(server, before) != []
 
 
 def error_message(server, prompt):

@@ -38,3 +38,17 @@ def adapted(prompt, ckpt=None, image=None, steps=None, size=None):
 
 def nodes_of_type(prompt, class_type):
     return [node_id for node_id, node in prompt.items() if node["class_type"] == class_type]
+
+
+def run_again(prompt, run):
+    """A copy of `prompt` that ComfyUI runs again in full, yet gives the same result.
+
+    ComfyUI answers a repeated prompt from its cache without running anything. Adding `run`
+    spaces to the end of each prompt text changes no token (the tokenizer drops them), so
+    the conditioning is the same, but the cache sees new inputs and runs every node after.
+    """
+    prompt = json.loads(json.dumps(prompt))
+    for node in prompt.values():
+        if node["class_type"] == "CLIPTextEncode":
+            node["inputs"]["text"] += " " * run
+    return prompt
