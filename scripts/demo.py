@@ -19,9 +19,8 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from browser import write_user_settings  # noqa: E402
-from comfy_harness import PACK_NAME, drawn_images, make_base_directory  # noqa: E402
-from server import ComfyServer  # noqa: E402
+from comfy_harness import CKPT_NAME, PACK_NAME  # noqa: E402
+from server import ComfyServer, prepare_base as prepare_server_base  # noqa: E402
 from workflows import INPUT_IMAGE, adapted, api_prompt, nodes_of_type  # noqa: E402
 
 BASE = os.path.join(REPO, ".demo")  # reused between runs: the tiny checkpoint is built once
@@ -44,21 +43,17 @@ def parse_args():
 def prepare_base(args):
     """The demo's ComfyUI base directory with the checkpoint and the input image in place.
     Returns the checkpoint's name."""
-    ckpt_name = make_base_directory(BASE)
-    if args.ckpt:
-        ckpt_name = os.path.basename(args.ckpt)
-        link = os.path.join(BASE, "models", "checkpoints", ckpt_name)
-        if os.path.islink(link):
-            os.remove(link)
-        os.symlink(os.path.abspath(args.ckpt), link)
-    picture = Image.open(args.image).convert("RGB") if args.image else drawn_picture(512 if args.ckpt else 64)
-    picture.save(os.path.join(BASE, "input", INPUT_IMAGE))
-    write_user_settings(BASE)
+    prepare_server_base(BASE, picture_size=512 if args.ckpt else 64)
+    if args.image:
+        Image.open(args.image).convert("RGB").save(os.path.join(BASE, "input", INPUT_IMAGE))
+    if not args.ckpt:
+        return CKPT_NAME
+    ckpt_name = os.path.basename(args.ckpt)
+    link = os.path.join(BASE, "models", "checkpoints", ckpt_name)
+    if os.path.islink(link):
+        os.remove(link)
+    os.symlink(os.path.abspath(args.ckpt), link)
     return ckpt_name
-
-
-def drawn_picture(size):
-    return Image.fromarray((drawn_images(batch=1, size=size)[0].numpy() * 255).round().astype("uint8"))
 
 
 def with_measurements(prompt):

@@ -38,3 +38,15 @@ def scene(comfy):
             "edit": encode(clip, "a photo of a cat on the beach")[0],
             "latent": comfy.VAEEncode().encode(vae, drawn_images(batch=2))[0],
         }
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """One real ComfyUI server (main.py --cpu on 127.0.0.1) for every server and browser test,
+    over a base directory of its own: the pack, the tiny checkpoint, the drawn input picture
+    under the examples' name, and a returning user's UI settings."""
+    from server import ComfyServer, prepare_base
+
+    server = ComfyServer(prepare_base(str(tmp_path_factory.mktemp("server_base")))).start()
+    yield server
+    server.stop()

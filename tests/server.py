@@ -13,7 +13,22 @@ import urllib.request
 
 import aiohttp
 
-from comfy_harness import comfyui_path
+from comfy_harness import comfyui_path, drawn_images, make_base_directory
+
+
+def prepare_base(base, picture_size=64):
+    """Lay out a server's base directory (see make_base_directory) with the drawn picture as
+    the examples' input image and a returning user's UI settings. Returns base."""
+    from PIL import Image
+
+    from browser import write_user_settings
+    from workflows import INPUT_IMAGE
+
+    make_base_directory(base)
+    picture = (drawn_images(batch=1, size=picture_size)[0].numpy() * 255).round().astype("uint8")
+    Image.fromarray(picture).save(os.path.join(base, "input", INPUT_IMAGE))
+    write_user_settings(base)
+    return base
 
 
 def free_port():

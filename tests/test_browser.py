@@ -6,29 +6,15 @@ import os
 import time
 
 import pytest
-from PIL import Image
 from playwright.sync_api import sync_playwright
 
-from browser import GRAPH_PROBLEMS, SET_WIDGETS, drop_workflow, launch_chromium, open_frontend, write_user_settings
-from comfy_harness import CKPT_NAME, REPO, drawn_images, make_base_directory
-from server import ComfyServer
-from workflows import DEFAULT_CKPT, INPUT_IMAGE, NAMES, ui_text
+from browser import GRAPH_PROBLEMS, SET_WIDGETS, drop_workflow, launch_chromium, open_frontend
+from comfy_harness import CKPT_NAME, REPO
+from workflows import DEFAULT_CKPT, NAMES, ui_text
 
 ARTIFACTS = os.path.join(REPO, "tests", "artifacts")
 # Small enough for two CPU cores; the examples' own 50 steps are for real use.
 SMALL_RUN = {"steps": 3, "width": 64, "height": 64}
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    base = str(tmp_path_factory.mktemp("browser_base"))
-    make_base_directory(base)
-    write_user_settings(base)
-    image = (drawn_images(batch=1)[0].numpy() * 255).round().astype("uint8")
-    Image.fromarray(image).save(os.path.join(base, "input", INPUT_IMAGE))
-    server = ComfyServer(base).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

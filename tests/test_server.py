@@ -7,12 +7,11 @@ import os
 import time
 import uuid
 
-import pytest
 from PIL import Image
 
-from comfy_harness import CKPT_NAME, drawn_images, make_base_directory
-from server import ComfyServer, cached_nodes
-from workflows import adapted, api_prompt, nodes_of_type, run_again
+from comfy_harness import CKPT_NAME
+from server import cached_nodes
+from workflows import INPUT_IMAGE, adapted, api_prompt, nodes_of_type, run_again
 
 NODE_INPUTS = {
     "EDICTInvert": ["model", "positive", "negative", "latent_image", "steps", "cfg", "scheduler",
@@ -27,17 +26,6 @@ NODE_INPUTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    base = str(tmp_path_factory.mktemp("server_base"))
-    make_base_directory(base)
-    image = (drawn_images(batch=1)[0].numpy() * 255).round().astype("uint8")
-    Image.fromarray(image).save(os.path.join(base, "input", "beach.png"))
-    server = ComfyServer(base).start()
-    yield server
-    server.stop()
-
-
 def edit_prompt(steps=6):
     common = {"model": ["1", 0], "steps": steps, "cfg": 3.0, "scheduler": "normal", "denoise": 0.8,
               "mix_weight": 0.93, "leapfrog": True}
@@ -46,7 +34,7 @@ def edit_prompt(steps=6):
         "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a dog on the beach"}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a cat on the beach"}},
         "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "blurry"}},
-        "5": {"class_type": "LoadImage", "inputs": {"image": "beach.png"}},
+        "5": {"class_type": "LoadImage", "inputs": {"image": INPUT_IMAGE}},
         "6": {"class_type": "VAEEncode", "inputs": {"pixels": ["5", 0], "vae": ["1", 2]}},
         "7": {"class_type": "EDICTInvert", "inputs": {**common, "positive": ["2", 0], "negative": ["4", 0],
                                                        "latent_image": ["6", 0]}},
@@ -97,7 +85,7 @@ def test_node_error_reaches_the_client_and_the_server_keeps_serving(server):
 
 
 def example(name, steps):
-    return adapted(api_prompt(name), ckpt=CKPT_NAME, image="beach.png", steps=steps)
+    return adapted(api_prompt(name), ckpt=CKPT_NAME, image=INPUT_IMAGE, steps=steps)
 
 
 def wait_for(messages, kind, prompt_id, timeout=120):

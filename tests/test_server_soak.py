@@ -4,27 +4,13 @@ and the server's memory does not grow (at most 5% after the first few runs)."""
 import os
 
 import psutil
-import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
-from comfy_harness import drawn_images, make_base_directory
-from server import ComfyServer, cached_nodes
-from workflows import run_again
+from server import cached_nodes
+from workflows import INPUT_IMAGE, run_again
 
 RUNS, WARM_UP = 50, 5
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    base = str(tmp_path_factory.mktemp("soak_base"))
-    make_base_directory(base)
-    image = (drawn_images(batch=1)[0].numpy() * 255).round().astype("uint8")
-    Image.fromarray(image).save(os.path.join(base, "input", "beach.png"))
-    server = ComfyServer(base).start()
-    yield server
-    server.stop()
 
 
 def round_trip_and_edit_prompt():
@@ -38,7 +24,7 @@ def round_trip_and_edit_prompt():
         "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a dog on the beach"}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a cat on the beach"}},
         "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "blurry"}},
-        "5": {"class_type": "LoadImage", "inputs": {"image": "beach.png"}},
+        "5": {"class_type": "LoadImage", "inputs": {"image": INPUT_IMAGE}},
         "6": {"class_type": "VAEEncode", "inputs": {"pixels": ["5", 0], "vae": ["1", 2]}},
         "7": {"class_type": "EDICTInvert", "inputs": dict(edict, positive=["2", 0], latent_image=["6", 0])},
         "8": {"class_type": "EDICTSample", "inputs": dict(edict, positive=["3", 0], latent_image=["7", 0], seed=0)},

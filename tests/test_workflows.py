@@ -9,20 +9,9 @@ import urllib.request
 import pytest
 from playwright.sync_api import sync_playwright
 
-from browser import drop_workflow, graph_to_prompt, launch_chromium, open_frontend, write_user_settings
-from comfy_harness import PACK_NAME, make_base_directory
-from server import ComfyServer
+from browser import drop_workflow, graph_to_prompt, launch_chromium, open_frontend
+from comfy_harness import PACK_NAME
 from workflows import DEFAULT_CKPT, NAMES, UI_DIR, api_prompt, nodes_of_type, ui_text
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    base = str(tmp_path_factory.mktemp("workflows_base"))
-    make_base_directory(base)
-    write_user_settings(base)
-    server = ComfyServer(base).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
