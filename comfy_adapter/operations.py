@@ -100,6 +100,8 @@ def _keep_outside_mask(latent, source, results):
     mask = comfy.sampler_helpers.prepare_mask(mask, source.shape, source.device).to(torch.float64)
     # source + mask * (r - source) is source exactly wherever mask is 0.
     return [(source + mask * (r.to(torch.float64) - source)).to(r.dtype) for r in results]
+
+
 def _model_identity(model):
     return model_sampling_kind(model.get_model_object("model_sampling")), latent_format_name(model)
 

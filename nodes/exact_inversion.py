@@ -52,10 +52,12 @@ BDIA_INPUTS = {
                         "authors' notebook); about 0.5 for 10-step text-to-image."}),
 }
 
-INVERT_LATENT = "The clean latent to invert (VAE Encode's output)."
+INVERT_LATENT = ("The clean latent to invert (VAE Encode's output). A noise mask on it passes "
+                 "through to the Sample node.")
 SAMPLE_LATENT = ("An inverted latent (regenerate or edit it exactly, following its own schedule "
                  "and settings), or a plain latent (text-to-image from Empty Latent Image, or "
-                 "img2img), like KSampler.")
+                 "img2img), like KSampler. With a noise mask, only the masked part changes: "
+                 "outside it the output is the input latent exactly.")
 
 
 class EDICTInvert:
