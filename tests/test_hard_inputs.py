@@ -68,6 +68,11 @@ def with_nan(tensor):
     return broken
 
 
+def scaled_samples(latent, factor):
+    """What a node that rescales only `samples` (and copies the other keys) hands on."""
+    return dict(latent, samples=latent["samples"] * factor)
+
+
 def with_inf_partner(inverted):
     record = dict(inverted["exact_inversion"])
     record["partner"] = record["partner"].clone()
@@ -90,7 +95,7 @@ BAD_INPUTS = [
      r"EDICT Sample: input 'latent_image': its samples have shape \(2, 4, 16, 16\) but its EDICT pair "
      r"partner has \(2, 4, 8, 8\).*Connect EDICT Invert's output directly"),
     ("samples changed after inversion",
-     lambda c, s: sample(c, s, "BDIA", dict((inv := invert(c, s, "BDIA")), samples=inv["samples"] * 1.1)),
+     lambda c, s: sample(c, s, "BDIA", scaled_samples(invert(c, s, "BDIA"), 1.1)),
      r"BDIA Sample: input 'latent_image': its samples were changed after BDIA Invert"),
     ("EDICT pair into BDIA Sample",
      lambda c, s: sample(c, s, "BDIA", invert(c, s, "EDICT")),
