@@ -1,21 +1,25 @@
 """Part 3: what EDICT and BDIA cost against ComfyUI's own KSampler (euler).
 
-Same model, latent, conditioning and cfg; every run makes the same number of model calls
-(one call = one batched cond/uncond evaluation): KSampler at K steps, BDIA at K steps,
-EDICT at K/2 steps (two calls per step). Inversion starts from a VAE-encoded picture,
-sampling from that inversion. The five runs alternate round by round (the order rotates
-each round), so load from other processes on the machine hits all of them alike; the
-figure is the median over rounds of wall time / model calls, and the ratio is ours over
-KSampler's.
+Same model, latent, conditioning and cfg for every run. Each run is sized to about the
+same number of model calls (KSampler euler N steps, EDICT N/2 steps at two calls a step,
+BDIA N steps), and the calls each run really made are counted, not assumed: the model is a
+clone with a unet function wrapper that counts every batched cond/uncond evaluation, used
+alike by KSampler and by our nodes. (BDIA sampling from an inverted pair makes N - 1 calls
+for N steps; the count catches that.) Inversion starts from a VAE-encoded picture, sampling
+from that inversion. The five runs alternate round by round (the order rotates each round),
+so load from other processes hits all of them alike; the figure is the median over rounds
+of wall time / counted calls, and the ratio is ours over KSampler's.
 
 Memory: on CPU, torch's profiler (profile_memory) records every allocation and free; the
 peak of their running sum over a run is the run's peak allocated memory beyond what
-existed before it (weights excluded); an op's own allocations count at its start. "Extra" is ours minus KSampler's, also expressed in
-float32 latent-sized buffers (B*C*H*W*4 bytes). On a GPU the same is read from
-torch.cuda.max_memory_allocated.
+existed before it (weights excluded). "Extra" is ours minus KSampler's, also expressed in
+float32 latent-sized buffers (B*C*H*W*4 bytes). It is measured at several latent sizes and
+fitted as extra = fixed + k * latent_bytes: k is the number of latent-sized buffers that
+grow with the picture, the fixed part what any small run allocates (schedules, records,
+ComfyUI's bookkeeping). On a GPU the same is read from torch.cuda.max_memory_allocated.
 
-If a ratio misses its target, the cProfile of one EDICT sampling run and one KSampler
-run, listed beside the figures, shows where the time goes.
+If a ratio misses its target, the cProfile of that run and of KSampler, listed beside the
+figures, shows where the time goes.
 """
 
 import cProfile
@@ -32,26 +36,40 @@ from .methods import Run
 
 TARGET_CPU, TARGET_GPU, TARGET_BUFFERS = 1.05, 1.02, 4
 OPS = ("KSampler", "EDICT invert", "EDICT sample", "BDIA invert", "BDIA sample")
+PROMPT = "a photo of a dog on the beach"
+
+
+def counted_model(model):
+    """A clone of `model` whose every network evaluation (one batched cond/uncond call)
+    adds one to the returned list's only element."""
+    counter = [0]
+    clone = model.clone()
+
+    def wrapper(apply_model, args):
+        counter[0] += 1
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    clone.set_model_unet_function_wrapper(wrapper)
+    return clone, counter
 
 
 def setup(comfy, size=64, batch=1, cfg=7.0):
+    """The shared inputs: the counted tiny model, prompt pair, and a VAE-encoded drawn
+    picture of size x size (latent [batch, 4, size/8, size/8])."""
     clip, vae = comfy.tiny["clip"], comfy.tiny["vae"]
     with torch.inference_mode():
         latent = comfy.VAEEncode().encode(vae, env.drawn_images(batch, size))[0]
-    return {"model": comfy.tiny["model"], "positive": env.encode_text(comfy, clip, "a photo of a dog on the beach"),
+    model, counter = counted_model(comfy.tiny["model"])
+    return {"model": model, "counter": counter, "positive": env.encode_text(comfy, clip, PROMPT),
             "negative": env.encode_text(comfy, clip, ""), "latent": latent, "cfg": cfg}
 
 
-def _runs(setup_, calls):
-    """op name -> callable running it once with `calls` model calls."""
-    edict = Run(setup_["model"], setup_["positive"], setup_["negative"], setup_["cfg"], calls // 2)
-    bdia = Run(setup_["model"], setup_["positive"], setup_["negative"], setup_["cfg"], calls)
-    latent = setup_["latent"]
-    return edict, bdia, latent
-
-
 def make_ops(comfy, setup_, calls):
-    edict, bdia, latent = _runs(setup_, calls)
+    """op name -> callable running it once with about `calls` model calls."""
+    s = setup_
+    edict = Run(s["model"], s["positive"], s["negative"], s["cfg"], calls // 2)
+    bdia = Run(s["model"], s["positive"], s["negative"], s["cfg"], calls)
+    latent = s["latent"]
     inverted = {"EDICT": methods.invert(comfy, "EDICT", edict, latent),
                 "BDIA": methods.invert(comfy, "BDIA", bdia, latent)}
 
@@ -59,53 +77,58 @@ def make_ops(comfy, setup_, calls):
         comfy.KSampler().sample(bdia.model, 0, calls, bdia.cfg, "euler", "normal", bdia.positive,
                                 bdia.negative, latent, denoise=1.0)
 
-    def our(method, run, direction):
+    def ours(method, run, direction):
         node = f"{method}{direction}"
-        if direction == "Invert":
-            return lambda: env.run_node(comfy, node, latent_image=latent, **run.node_inputs(),
-                                        **methods._extra(method))
-        return lambda: env.run_node(comfy, node, latent_image=inverted[method], seed=0,
-                                    **run.node_inputs(), **methods._extra(method))
+        source = latent if direction == "Invert" else inverted[method]
+        extra = {} if direction == "Invert" else {"seed": 0}
+        return lambda: env.run_node(comfy, node, latent_image=source, **run.node_inputs(),
+                                    **methods._extra(method), **extra)
 
-    return {"KSampler": ksampler, "EDICT invert": our("EDICT", edict, "Invert"),
-            "EDICT sample": our("EDICT", edict, "Sample"), "BDIA invert": our("BDIA", bdia, "Invert"),
-            "BDIA sample": our("BDIA", bdia, "Sample")}
+    return {"KSampler": ksampler, "EDICT invert": ours("EDICT", edict, "Invert"),
+            "EDICT sample": ours("EDICT", edict, "Sample"), "BDIA invert": ours("BDIA", bdia, "Invert"),
+            "BDIA sample": ours("BDIA", bdia, "Sample")}
 
 
-def time_alternating(ops, calls, rounds):
-    """{op: [seconds per model call, one per round]}; the order rotates every round."""
+def time_alternating(ops, counter, rounds):
+    """({op: [seconds per model call, one per round]}, {op: calls per run}); the order
+    rotates every round."""
     names = list(ops)
-    times = {name: [] for name in names}
+    times, calls = {name: [] for name in names}, {}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
+            counter[0] = 0
             start = time.perf_counter()
             ops[name]()
-            times[name].append((time.perf_counter() - start) / calls)
-    return times
+            seconds = time.perf_counter() - start
+            calls[name] = counter[0]
+            times[name].append(seconds / counter[0])
+    return times, calls
 
 
 def peak_memory(op):
-    """Peak bytes allocated during op() beyond what was allocated before it."""
+    """(peak bytes allocated during op() beyond what was allocated before it, name of the
+    torch op whose allocation reached the peak)."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
         op()
-        return torch.cuda.max_memory_allocated() - before
+        return torch.cuda.max_memory_allocated() - before, "n/a"
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         op()
     # Allocations and frees inside an op are booked on the op itself (self memory, at its
     # start); frees outside any op come as "[memory]" events.
-    events = sorted((e.time_range.start, e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage)
-                    for e in prof.events())
-    running, peak = 0, 0
-    for _, delta in events:
+    events = sorted((e.time_range.start, e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage,
+                     e.name) for e in prof.events())
+    running, peak, at = 0, 0, "none"
+    for _, delta, name in events:
         running += delta
-        peak = max(peak, running)
-    return peak
+        if running > peak:
+            peak, at = running, name
+    return peak, at
 
 
-def profile_top(op, lines=12):
+def profile_top(op, lines=14):
     """cProfile of one run: the functions with the most own time."""
     profiler = cProfile.Profile()
     profiler.enable()
@@ -117,52 +140,99 @@ def profile_top(op, lines=12):
     return text[text.find("ncalls"):].rstrip()
 
 
-def measure(comfy, setup_, calls=16, rounds=5, memory_calls=4):
+def measure_time(comfy, size, calls, rounds):
+    setup_ = setup(comfy, size)
     ops = make_ops(comfy, setup_, calls)
     for op in ops.values():  # warm-up: model load, first-call allocations
         op()
-    times = time_alternating(ops, calls, rounds)
-    memory_ops = make_ops(comfy, setup_, memory_calls)
-    memory = {name: peak_memory(op) for name, op in memory_ops.items()}
-    return times, memory, ops
+    times, counted = time_alternating(ops, setup_["counter"], rounds)
+    return setup_, ops, times, counted
 
 
-def run(comfy, out_dir, size=64, calls=16, rounds=5):
+def measure_memory(comfy, size, calls=2):
+    """{op: (peak bytes, op at the peak)} and the latent's float32 bytes at one size."""
     setup_ = setup(comfy, size)
-    times, memory, ops = measure(comfy, setup_, calls, rounds)
-    latent_bytes = setup_["latent"]["samples"].numel() * 4
-    base = statistics.median(times["KSampler"])
+    ops = make_ops(comfy, setup_, calls)
+    return {name: peak_memory(op) for name, op in ops.items()}, setup_["latent"]["samples"].numel() * 4
+
+
+def fit_buffers(points):
+    """points [(latent_bytes, extra_bytes)] -> (fixed bytes, buffers per latent): least squares."""
+    x = torch.tensor([p[0] for p in points], dtype=torch.float64)
+    y = torch.tensor([p[1] for p in points], dtype=torch.float64)
+    design = torch.stack([torch.ones_like(x), x], dim=1)
+    fixed, slope = torch.linalg.lstsq(design, y.unsqueeze(1)).solution.squeeze(1).tolist()
+    return fixed, slope
+
+
+def run(comfy, out_dir, sizes=((64, 32), (256, 8)), rounds=5, memory_sizes=(64, 128, 256)):
+    """sizes: (image side, model calls per run) pairs; a 32x32 latent costs the tiny UNet
+    about 13x an 8x8 one, so fewer calls there still make runs of several seconds."""
     target = TARGET_GPU if torch.cuda.is_available() else TARGET_CPU
-    rows, ratios = [], {}
-    for name in OPS:
-        median = statistics.median(times[name])
-        ratios[name] = median / base
-        extra = memory[name] - memory["KSampler"]
-        rows.append([name, median * 1e3, min(times[name]) * 1e3, max(times[name]) * 1e3,
-                     "-" if name == "KSampler" else f"{ratios[name]:.3f}",
-                     "-" if name == "KSampler" else ("yes" if ratios[name] <= target else "**no**"),
-                     memory[name] / 2 ** 20, extra / 1024, "-" if name == "KSampler" else f"{extra / latent_bytes:.1f}"])
-    missed = [n for n in OPS[1:] if ratios[n] > target]
-    profiles = ""
-    if missed:
-        profiles = ("\n\n### Profile (a target was missed)\n\nOne EDICT sampling run, own time per function:\n\n```\n"
-                    + profile_top(ops["EDICT sample"]) + "\n```\n\nOne KSampler run:\n\n```\n"
-                    + profile_top(ops["KSampler"]) + "\n```")
-    shape = tuple(setup_["latent"]["samples"].shape)
-    text = (f"Tiny SD1.x checkpoint, image {size}x{size} (latent {shape}), cfg {setup_['cfg']:g} (cond and "
-            f"uncond batched), normal scheduler, {calls} model calls per run (KSampler euler {calls} steps, "
-            f"EDICT {calls // 2} steps, BDIA {calls} steps), {rounds} alternating rounds after one warm-up, "
-            f"median. Target: at most {target}x KSampler's time per call; extra memory at most "
-            f"{TARGET_BUFFERS} latent-sized buffers ({TARGET_BUFFERS * latent_bytes} bytes). Peak memory from "
-            f"runs of {4} calls.\n\n"
-            + report.table(["run", "ms / call (median)", "min", "max", "ratio to KSampler", "within target",
-                            "peak MiB", "extra KiB vs KSampler", "extra in latent buffers"], rows)
-            + profiles)
-    fig, axes = report.figure(1, width=7)
-    ax = axes[0][0]
-    ax.boxplot([[t * 1e3 for t in times[n]] for n in OPS])
-    ax.set_xticks(range(1, len(OPS) + 1), OPS, rotation=15)
-    ax.set_ylabel("ms per model call")
-    ax.set_title(f"time per model call, latent {shape}, cfg {setup_['cfg']:g}")
+    sections, ratios, missed, shapes = [], {}, [], {}
+    fig, axes = report.figure(len(sizes) + 1, width=5)
+    for ax, (size, calls) in zip(axes[0], sizes):
+        setup_, ops, times, counted = measure_time(comfy, size, calls, rounds)
+        seconds = statistics.median(times["KSampler"]) * calls
+        shape = tuple(setup_["latent"]["samples"].shape)
+        shapes[size] = shape
+        base = statistics.median(times["KSampler"])
+        rows = []
+        for name in OPS:
+            median = statistics.median(times[name])
+            ratios[(name, size)] = median / base
+            ok = ratios[(name, size)] <= target
+            if name != "KSampler" and not ok:
+                missed.append((name, size))
+            rows.append([name, counted[name], median * 1e3, min(times[name]) * 1e3, max(times[name]) * 1e3,
+                         "-" if name == "KSampler" else f"{median / base:.3f}",
+                         "-" if name == "KSampler" else ("yes" if ok else "**no**")])
+        text = (f"### Image {size}x{size}, latent {shape}: about {calls} model calls per run (KSampler euler "
+                f"{calls} steps, EDICT {calls // 2} steps, BDIA {calls} steps), {seconds:.1f} s per KSampler run\n\n"
+                + report.table(["run", "model calls (counted)", "ms / call (median)", "min", "max",
+                                "ratio to KSampler", f"within {target}x"], rows))
+        for name, run_size in missed:
+            if run_size == size:
+                text += (f"\n\n**{name} misses the target here.** cProfile of one {name} run, own time per "
+                         f"function:\n\n```\n{profile_top(ops[name])}\n```\n\nOne KSampler run:\n\n```\n"
+                         f"{profile_top(ops['KSampler'])}\n```")
+        sections.append(text)
+        ax.boxplot([[t * 1e3 for t in times[n]] for n in OPS])
+        ax.set_xticks(range(1, len(OPS) + 1), OPS, rotation=20, fontsize=7)
+        ax.set(ylabel="ms per model call", title=f"latent {shape[2]}x{shape[3]}, cfg {setup_['cfg']:g}")
+
+    memory, mem_rows, points = {}, [], {n: [] for n in OPS[1:]}
+    for size in memory_sizes:
+        peaks, latent_bytes = measure_memory(comfy, size)
+        memory[size] = (peaks, latent_bytes)
+        for name in OPS:
+            peak, at = peaks[name]
+            extra = peak - peaks["KSampler"][0]
+            if name != "KSampler":
+                points[name].append((latent_bytes, extra))
+            mem_rows.append([f"{size}x{size}", name, peak / 2 ** 20, at,
+                             "-" if name == "KSampler" else f"{extra / 2 ** 10:.1f}",
+                             "-" if name == "KSampler" else f"{extra / latent_bytes:.1f}"])
+    fits = {name: fit_buffers(p) for name, p in points.items()}
+    fit_rows = [[name, f"{fixed / 2 ** 10:.1f}", f"{slope:.2f}", "yes" if slope <= TARGET_BUFFERS else "**no**"]
+                for name, (fixed, slope) in fits.items()]
+    ax = axes[0][-1]
+    for name, pts in points.items():
+        ax.plot([b / 2 ** 10 for b, _ in pts], [e / b for b, e in pts], marker="o", label=name)
+    ax.axhline(TARGET_BUFFERS, color="gray", linestyle=":", label="target")
+    ax.set(xscale="log", xlabel="latent KiB (float32)", ylabel="extra peak / latent bytes",
+           title="extra memory vs KSampler")
+    ax.legend(fontsize=7)
+    text = (f"Tiny SD1.x checkpoint, cfg 7 (cond and uncond batched), normal scheduler; model calls "
+            f"counted by a unet function wrapper on the shared model; {rounds} alternating rounds after "
+            f"one warm-up; median of time / counted calls. Target: at most {target}x KSampler's time per call, "
+            f"extra peak memory at most {TARGET_BUFFERS} latent-sized buffers.\n\n"
+            + "\n\n".join(sections)
+            + "\n\n### Peak memory (runs of about 2 calls; the peak is reached within one step)\n\n"
+            + report.table(["image", "run", "peak MiB", "op at the peak", "extra KiB vs KSampler",
+                            "extra in latent buffers"], mem_rows)
+            + "\n\n**Fit** extra = fixed + k * latent bytes over the sizes above (k: the latent-sized buffers "
+              "that grow with the picture):\n\n"
+            + report.table(["run", "fixed KiB", "k (latent buffers)", f"k <= {TARGET_BUFFERS}"], fit_rows))
     report.write_part(out_dir, "cost", "Cost against ComfyUI's KSampler", text, fig)
-    return {"ratios": ratios, "memory": memory, "latent_bytes": latent_bytes, "missed": missed}
+    return {"ratios": ratios, "missed": missed, "memory": memory, "fits": fits, "shapes": shapes}

@@ -14,7 +14,12 @@ if os.path.join(REPO, "tests") not in sys.path:
     sys.path.append(os.path.join(REPO, "tests"))
 
 import comfy_harness  # noqa: E402  (needs the path above)
-from comfy_harness import drawn_images, pack_module, relative_error, run_node  # noqa: E402,F401
+
+# The harness's helpers, re-exported so bench modules reach them as env.<name>.
+drawn_images = comfy_harness.drawn_images
+pack_module = comfy_harness.pack_module
+relative_error = comfy_harness.relative_error
+run_node = comfy_harness.run_node
 
 
 def start(base=None):

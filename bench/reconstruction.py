@@ -125,7 +125,7 @@ def markdown(scene, rows):
     for metric, title in metrics:
         lookup = {(r["method"], _label(r), r["steps"]): r[metric] for r in rows}
         labels = list(dict.fromkeys(_label(r) for r in rows))
-        body = [[m, label] + [lookup[(m, label, s)] for s in steps] for m in methods.METHODS for label in labels]
+        body = [[m, label] + [lookup.get((m, label, s), "-") for s in steps] for m in methods.METHODS for label in labels]
         parts.append(f"**{title}** by steps:\n\n" + report.table(["method", "guidance"] + [f"{s} steps" for s in steps], body))
     if "vae" in scene:
         parts.append(f"VAE round-trip floor (pixel MSE of decode(encode(image))): {scene['vae_floor']:.3g}")
@@ -158,13 +158,14 @@ def plot(ax, rows, title):
     ax.set_title(title)
 
 
-def run(comfy, out_dir, scenes_and_steps):
-    """scenes_and_steps: [(scene, steps_list, guidance)]. Writes reconstruction.md/.png and
+def run(comfy, out_dir, scenes_and_grids):
+    """scenes_and_grids: [(scene, [(steps_list, guidance), ...])], each grid a block of the
+    scene's table (cells no block covers print "-"). Writes reconstruction.md/.png and
     returns {scene name: (rows, headline ratios)}."""
-    fig, axes = report.figure(len(scenes_and_steps))
+    fig, axes = report.figure(len(scenes_and_grids))
     sections, results = [], {}
-    for ax, (scene, steps_list, guidance) in zip(axes[0], scenes_and_steps):
-        rows = measure(comfy, scene, steps_list, guidance)
+    for ax, (scene, grids) in zip(axes[0], scenes_and_grids):
+        rows = [row for steps_list, guidance in grids for row in measure(comfy, scene, steps_list, guidance)]
         shape = tuple(scene["latent"]["samples"].shape)
         sections.append(f"## {scene['name']} (latent {shape})\n\n{markdown(scene, rows)}")
         plot(ax, rows, f"{scene['name']} {shape}")

@@ -11,26 +11,29 @@ import math
 import os
 import time
 
-from . import env
+from . import env, report
 
 PARTS = ("reconstruction", "edit_fidelity", "cost", "scaling")
 
 FULL = {
     "analytic_steps": (50, 100, 200), "analytic_per_class": 4,
-    # The tiny UNet costs 0.3 s per call on 2 idle CPU cores and several seconds on a
-    # shared, loaded one; its full grid (11k calls) would take hours there. The committed CPU
-    # run keeps 10 steps at cfg 7 for it; --tiny-steps/--tiny-guidance restore the grid.
-    "tiny_steps": (10,), "tiny_guidance": (("cond", 7.0),),
-    "edit": dict(strengths=(0.3, 0.5, 0.7, 0.9), cfgs=(3.0, 7.0), steps=20, per_class=8),
-    "cost": dict(size=64, calls=4, rounds=5),
-    "scaling": dict(steps_list=(10, 20, 50, 100, 200, 500), batches=(1, 2, 4, 8), batch_calls=1),
+    # The tiny UNet makes about 17 calls/s on 2 idle cores (8x8 latent, cond + uncond): the
+    # whole 50/100/200-step grid (11k calls) would take 11 minutes, so the full run keeps every
+    # guidance at 50 steps and adds 100 and 200 steps at cfg 7 (tiny_extra); --tiny-steps
+    # and --tiny-guidance run any grid.
+    "tiny_steps": (50,), "tiny_guidance": (("uncond", 1.0), ("cond", 1.0), ("cond", 3.0), ("cond", 7.0)),
+    "tiny_extra": (((100, 200), (("cond", 7.0),)),),
+    "edit": dict(strengths=(0.3, 0.5, 0.7, 0.9), cfgs=(1.0, 3.0, 7.0), steps=50, per_class=8,
+                 sweep_steps=(20, 50, 100, 200)),
+    "cost": dict(sizes=((64, 32), (256, 8)), rounds=5, memory_sizes=(64, 128, 256)),
+    "scaling": dict(steps_list=(10, 20, 50, 100, 200, 500), batches=(1, 2, 4, 8), batch_calls=8, repeats=3),
 }
 QUICK = {
     "analytic_steps": (4, 8), "analytic_per_class": 1,
     "tiny_steps": (3,), "tiny_guidance": (("cond", 7.0),),
-    "edit": dict(strengths=(0.5, 0.9), cfgs=(7.0,), steps=16, per_class=2),
-    "cost": dict(size=64, calls=2, rounds=1),
-    "scaling": dict(steps_list=(4, 8), batches=(1, 2), batch_calls=1),
+    "edit": dict(strengths=(0.5, 0.9), cfgs=(7.0,), steps=16, per_class=2, sweep_steps=(8, 16)),
+    "cost": dict(sizes=((64, 4),), rounds=1, memory_sizes=(64, 128)),
+    "scaling": dict(steps_list=(4, 8), batches=(1, 2), batch_calls=2, repeats=1),
 }
 
 
@@ -40,12 +43,13 @@ def run_parts(comfy, out_dir, parts, sizes, ckpt=None, images=None):
 
     results = {}
     if "reconstruction" in parts:
-        scenes = [(reconstruction.analytic_scene(sizes["analytic_per_class"]), sizes["analytic_steps"],
-                   reconstruction.GUIDANCE),
-                  (reconstruction.tiny_scene(comfy), sizes["tiny_steps"], sizes["tiny_guidance"])]
+        tiny_blocks = [(sizes["tiny_steps"], sizes["tiny_guidance"])] + list(sizes.get("tiny_extra", ()))
+        scenes = [(reconstruction.analytic_scene(sizes["analytic_per_class"]),
+                   [(sizes["analytic_steps"], reconstruction.GUIDANCE)]),
+                  (reconstruction.tiny_scene(comfy), tiny_blocks)]
         if ckpt:
-            scenes.append((reconstruction.checkpoint_scene(comfy, ckpt, images), (50, 100, 200),
-                           reconstruction.GUIDANCE))
+            scenes.append((reconstruction.checkpoint_scene(comfy, ckpt, images),
+                           [((50, 100, 200), reconstruction.GUIDANCE)]))
         results["reconstruction"] = reconstruction.run(comfy, out_dir, scenes)
     if "edit_fidelity" in parts:
         results["edit_fidelity"] = edit_fidelity.run(comfy, out_dir, **sizes["edit"])
@@ -60,10 +64,11 @@ def _ratio(value):
     return "inf (exact to the last float32 bit)" if math.isinf(value) else f"{value:.3g}"
 
 
-def summary(results, seconds):
-    """The headline figures, as markdown."""
+def summary(results, seconds, load=None):
+    """The headline figures, as markdown. load: the 1-minute load average at the start."""
+    at_start = f"; load average {load:.2f} at its start" if load is not None else ""
     lines = [f"# Benchmark summary\n\nAll figures computed by `python -m bench.run` in one run of "
-             f"{seconds / 60:.1f} minutes; CPU only (no GPU was lent to this run).\n"]
+             f"{seconds / 60:.1f} minutes on {report.machine()}{at_start}.\n"]
     if "reconstruction" in results:
         lines.append("**Reconstruction error ratios at cfg 7, conditional** ([table](reconstruction.md)):\n")
         for name, (rows, ratios) in results["reconstruction"].items():
@@ -76,24 +81,40 @@ def summary(results, seconds):
                                  f"{_ratio(edict)}, DDIM/BDIA {_ratio(bdia)}")
     if "cost" in results:
         c = results["cost"]
-        lines.append("\n**Time per model call against KSampler (euler)** ([table](cost.md)):\n")
-        for name, value in c["ratios"].items():
+        lines.append("\n**Time per model call against KSampler (euler), calls counted** ([table](cost.md)):\n")
+        for (name, size), value in c["ratios"].items():
             if name != "KSampler":
-                extra = (c["memory"][name] - c["memory"]["KSampler"]) / c["latent_bytes"]
-                lines.append(f"- {name}: {value:.3f}x; extra peak memory {extra:.1f} latent-sized buffers")
+                shape = c["shapes"][size]
+                lines.append(f"- {name}, latent {shape[2]}x{shape[3]}: {value:.3f}x")
         if c["missed"]:
-            lines.append(f"- target missed by: {', '.join(c['missed'])} (profile in cost.md)")
+            lines.append("- target 1.05x missed by: " + ", ".join(f"{n} at {s}x{s}" for n, s in c["missed"])
+                         + " (profile in cost.md)")
+        largest = max(c["memory"])
+        peaks, latent_bytes = c["memory"][largest]
+        lines.append(f"\n**Extra peak memory against KSampler** (latent-sized buffers; at image {largest}x{largest}, "
+                     "and the fitted slope k that grows with the latent):\n")
+        for name, (fixed, slope) in c["fits"].items():
+            extra = (peaks[name][0] - peaks["KSampler"][0]) / latent_bytes
+            lines.append(f"- {name}: {extra:.1f} at {largest}x{largest}; k = {slope:.2f}, fixed {fixed / 1024:.0f} KiB")
     if "scaling" in results:
         s = results["scaling"]
         lines.append("\n**Scaling** ([table](scaling.md)):\n")
-        lines += [f"- {what} against {against}: {slope}, max deviation from linear {dev}" for what, against, slope, dev in s["lines"]]
+        lines += [f"- {what} against {against}: {fit}; max deviation ({judged}) {dev}, linear: {ok}"
+                  for what, against, fit, judged, dev, ok in s["lines"]]
         lines.append(f"- EDICT's float64 round trip: relative error above 1e-13 first at {s['onset']} steps"
                      if s["onset"] else "- EDICT's float64 round trip: relative error below 1e-13 at every step count run")
     if "edit_fidelity" in results:
-        lines.append("\n**Edit fidelity** (analytic model, cfg 7, strength 0.7; [table](edit_fidelity.md)):\n")
-        for r in results["edit_fidelity"]:
-            if r["cfg"] == 7.0 and r["strength"] == 0.7:
-                lines.append(f"- {r['method']}: hit rate {r['hit']:.2f}, position kept {r['position']:.3f}")
+        e = results["edit_fidelity"]
+        lines.append("\n**Edit fidelity** (analytic model, strength 0.7, hit rate / position kept; "
+                     "[table](edit_fidelity.md)):\n")
+        for cfg in sorted({r["cfg"] for r in e["rows"]}):
+            picked = [r for r in e["rows"] if r["cfg"] == cfg and r["strength"] == 0.7]
+            if picked:
+                lines.append(f"- cfg {cfg:g}, {picked[0]['steps']} steps: "
+                             + ", ".join(f"{r['method']} {r['hit']:.2f} / {r['position']:.3f}" for r in picked))
+        for n in sorted({r["steps"] for r in e["sweep"]}):
+            lines.append(f"- cfg 7, {n} steps, position kept: "
+                         + ", ".join(f"{r['method']} {r['position']:.3f}" for r in e["sweep"] if r["steps"] == n))
     return "\n".join(lines) + "\n"
 
 
@@ -110,16 +131,18 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if bool(args.ckpt) != bool(args.images):
         parser.error("--ckpt and --images go together")
-    start = time.perf_counter()
+    start, load = time.perf_counter(), os.getloadavg()[0]
     comfy = env.start()
     sizes = dict(QUICK if args.quick else FULL)
+    if args.tiny_steps or args.tiny_guidance:
+        sizes["tiny_extra"] = ()  # the grid asked for, nothing more
     if args.tiny_steps:
         sizes["tiny_steps"] = tuple(args.tiny_steps)
     if args.tiny_guidance:
         sizes["tiny_guidance"] = tuple(("uncond", 1.0) if g == "uncond" else ("cond", float(g))
                                        for g in args.tiny_guidance)
     results = run_parts(comfy, args.out, args.parts, sizes, args.ckpt, args.images)
-    text = summary(results, time.perf_counter() - start)
+    text = summary(results, time.perf_counter() - start, load)
     print(text)
     with open(os.path.join(args.out, "summary.md"), "w") as f:
         f.write(text)

@@ -1,16 +1,20 @@
 """Part 4: time and round-trip error against steps and batch size.
 
-Steps (10 to 500) on the analytic model at cfg 7: an EDICT and a BDIA round trip
-(invert, then sample back) through the nodes. Its time is ComfyUI's and our per-step
-work without a network, so it shows our own loop's growth. Error: the float32 result
-against the input, and EDICT's float64 branch (the record's `branch`, before its float32
-cast), where the rounding of the float64 pair shows first.
+Steps (10 to 500) on the analytic model at cfg 7: an EDICT and a BDIA round trip (invert,
+then sample back) through the nodes. Without a network its time is ComfyUI's and our own
+per-step work, so it shows our loop's growth. Error: the float32 result against the input,
+and EDICT's float64 branch (the record's `branch`, before its float32 cast), where the
+rounding of the float64 pair shows first.
 
-Batch (1 to 8) on the tiny checkpoint at cfg 7: BDIA sampling against KSampler (euler)
-with the same model calls, so the network's own batch scaling is seen beside ComfyUI's.
+Batch (1 to 8) on the tiny checkpoint at cfg 7: a BDIA round trip against KSampler (euler)
+with the same number of model calls, so the network's own batch scaling is seen beside
+ComfyUI's, and the round trip's error at each batch.
 
-Linearity: a least-squares line through (n, time); the figure is the largest deviation
-of a point from it, relative to that point's time.
+Timing: each point is the minimum of `repeats` runs (the least disturbed by other work on
+the machine). Linearity: a least-squares line time = a + b * n through all points; a is
+the fixed cost of a run (model load check, session setup, records). The criterion is that
+every point from LINEAR_FROM steps (every batch point) lies within LINEAR_TOLERANCE of the
+line, relative to its own time; smaller step counts are listed but dominated by a.
 """
 
 import time
@@ -19,36 +23,50 @@ import torch
 
 from . import analytic_model as am
 from . import env, methods, report
+from .cost import PROMPT, counted_model
 from .methods import Run
 
 ROUNDING_THRESHOLD = 1e-13  # float64 eps is 2.2e-16; above this the pair's rounding shows
+LINEAR_FROM, LINEAR_TOLERANCE = 50, 0.10
 
 
-def linear_deviation(ns, ts):
+def linear_fit(ns, ts, from_n=0):
+    """Least-squares t = a + b n. Returns (a, b, largest |t - fit| / t over points n >= from_n,
+    or over the largest point when none reaches from_n, as in the smoke test)."""
     n, t = torch.tensor(ns, dtype=torch.float64), torch.tensor(ts, dtype=torch.float64)
     design = torch.stack([torch.ones_like(n), n], dim=1)
-    coef = torch.linalg.lstsq(design, t.unsqueeze(1)).solution.squeeze(1)
-    fit = design @ coef
-    return float(((t - fit).abs() / t).max()), float(coef[1])
+    a, b = torch.linalg.lstsq(design, t.unsqueeze(1)).solution.squeeze(1).tolist()
+    judged = n >= min(from_n, float(n.max()))
+    deviation = ((t - (a + b * n)).abs() / t)[judged]
+    return a, b, float(deviation.max())
 
 
-def steps_scaling(comfy, steps_list, per_class=1, cfg=7.0):
+def min_time(op, repeats):
+    """(fastest of `repeats` runs in seconds, the last run's result)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = op()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def steps_scaling(comfy, steps_list, repeats=3, per_class=1, cfg=7.0):
     classes = am.GaussianClasses()
     labels = torch.arange(classes.num_classes).repeat_interleave(per_class)
     latent = am.latent(classes.sample(labels, torch.Generator().manual_seed(3)))
     original = latent["samples"]
+    model = am.analytic_model(classes)
     rows = []
     for steps in steps_list:
-        run = Run(am.analytic_model(classes), am.class_conditioning(classes, labels), am.unconditional(classes),
-                  cfg, steps)
+        run = Run(model, am.class_conditioning(classes, labels), am.unconditional(classes), cfg, steps)
         for method in ("EDICT", "BDIA"):
-            start = time.perf_counter()
-            inverted = methods.invert(comfy, method, run, latent)
-            back = env.run_node(comfy, f"{method}Sample", latent_image=inverted, seed=0, **run.node_inputs(),
-                                **methods._extra(method))
-            seconds = time.perf_counter() - start
+            def round_trip():
+                inverted = methods.invert(comfy, method, run, latent)
+                return env.run_node(comfy, f"{method}Sample", latent_image=inverted, seed=0,
+                                    **run.node_inputs(), **methods._extra(method))
+            seconds, back = min_time(round_trip, repeats)
             row = {"method": method, "steps": steps, "seconds": seconds,
-                   "calls": 2 * steps * methods.calls_per_step(method),
                    "error32": env.relative_error(back["samples"], original), "error64": float("nan")}
             if method == "EDICT":
                 row["error64"] = env.relative_error(back["exact_inversion"]["branch"], original)
@@ -56,22 +74,31 @@ def steps_scaling(comfy, steps_list, per_class=1, cfg=7.0):
     return rows
 
 
-def batch_scaling(comfy, batches, calls=4, size=64, cfg=7.0):
+def batch_scaling(comfy, batches, calls=8, repeats=3, size=64, cfg=7.0):
+    """BDIA round trip (calls + calls - 1 model calls) against KSampler euler with as many."""
     clip, vae = comfy.tiny["clip"], comfy.tiny["vae"]
-    positive, negative = env.encode_text(comfy, clip, "a photo"), env.encode_text(comfy, clip, "")
-    model = comfy.tiny["model"]
+    positive, negative = env.encode_text(comfy, clip, PROMPT), env.encode_text(comfy, clip, "")
+    model, counter = counted_model(comfy.tiny["model"])
+    run = Run(model, positive, negative, cfg, calls)
     rows = []
     for batch in batches:
-        latent = {"samples": torch.zeros(batch, 4, size // 8, size // 8)}
-        run = Run(model, positive, negative, cfg, calls)
-        for name in ("KSampler", "BDIA sample"):
-            start = time.perf_counter()
-            if name == "KSampler":
-                comfy.KSampler().sample(model, 0, calls, cfg, "euler", "normal", positive, negative, latent)
-            else:
-                env.run_node(comfy, "BDIASample", latent_image=latent, seed=0, **run.node_inputs(),
-                             **methods._extra("BDIA"))
-            rows.append({"run": name, "batch": batch, "seconds": time.perf_counter() - start})
+        with torch.inference_mode():
+            latent = comfy.VAEEncode().encode(vae, env.drawn_images(batch, size))[0]
+
+        def bdia():
+            inverted = methods.invert(comfy, "BDIA", run, latent)
+            return methods.regenerate(comfy, "BDIA", run, inverted)
+
+        def ksampler():
+            return comfy.KSampler().sample(model, 0, 2 * calls - 1, cfg, "euler", "normal", positive,
+                                           negative, latent)[0]["samples"]
+
+        for name, op in (("KSampler", ksampler), ("BDIA round trip", bdia)):
+            counter[0] = 0
+            seconds, back = min_time(op, repeats)
+            error = env.relative_error(back, latent["samples"]) if name != "KSampler" else float("nan")
+            rows.append({"run": name, "batch": batch, "seconds": seconds, "calls": counter[0] // repeats,
+                         "error32": error})
     return rows
 
 
@@ -81,50 +108,54 @@ def rounding_onset(rows):
     return min(over) if over else None
 
 
-def run(comfy, out_dir, steps_list=(10, 20, 50, 100, 200, 500), batches=(1, 2, 4, 8), batch_calls=4):
-    step_rows = steps_scaling(comfy, steps_list)
-    # One unmeasured warm-up run so the first batch point does not pay the model load.
-    batch_scaling(comfy, batches[:1], batch_calls)
-    batch_rows = batch_scaling(comfy, batches, batch_calls)
+def run(comfy, out_dir, steps_list=(10, 20, 50, 100, 200, 500), batches=(1, 2, 4, 8), batch_calls=8, repeats=3):
+    step_rows = steps_scaling(comfy, steps_list, repeats)
+    batch_scaling(comfy, batches[:1], batch_calls, repeats=1)  # warm-up: model load
+    batch_rows = batch_scaling(comfy, batches, batch_calls, repeats)
     onset = rounding_onset(step_rows)
     fig, axes = report.figure(3, width=4.6)
     lines = []
     for method, color in (("EDICT", "tab:blue"), ("BDIA", "tab:green")):
         rows = [r for r in step_rows if r["method"] == method]
         ns, ts = [r["steps"] for r in rows], [r["seconds"] for r in rows]
-        deviation, slope = linear_deviation(ns, ts)
-        lines.append([f"{method} round trip (analytic)", "steps", f"{slope * 1e3:.3g} ms / step", f"{deviation:.1%}"])
+        a, b, deviation = linear_fit(ns, ts, LINEAR_FROM)
+        lines.append([f"{method} round trip (analytic)", "steps", f"{a * 1e3:.3g} ms + {b * 1e3:.3g} ms / step",
+                      f">= {LINEAR_FROM} steps", f"{deviation:.1%}", "yes" if deviation <= LINEAR_TOLERANCE else "**no**"])
         axes[0][0].plot(ns, ts, marker="o", color=color, label=method)
+        axes[0][0].plot(ns, [a + b * n for n in ns], linestyle=":", color=color)
         axes[0][1].plot(ns, [max(r["error32"], 1e-18) for r in rows], marker="o", color=color,
                         label=f"{method} float32 result")
         if method == "EDICT":
             axes[0][1].plot(ns, [max(r["error64"], 1e-18) for r in rows], marker="x", linestyle="--",
                             color=color, label="EDICT float64 branch")
-    for name, color in (("KSampler", "tab:gray"), ("BDIA sample", "tab:green")):
+    for name, color in (("KSampler", "tab:gray"), ("BDIA round trip", "tab:green")):
         rows = [r for r in batch_rows if r["run"] == name]
         ns, ts = [r["batch"] for r in rows], [r["seconds"] for r in rows]
-        deviation, slope = linear_deviation(ns, ts)
-        lines.append([f"{name} (tiny, {batch_calls} calls)", "batch", f"{slope:.3g} s / sample", f"{deviation:.1%}"])
+        a, b, deviation = linear_fit(ns, ts)
+        lines.append([f"{name} (tiny, {rows[0]['calls']} calls)", "batch", f"{a:.3g} s + {b:.3g} s / sample",
+                      "all", f"{deviation:.1%}", "yes" if deviation <= LINEAR_TOLERANCE else "**no**"])
         axes[0][2].plot(ns, ts, marker="o", color=color, label=name)
-    axes[0][0].set(xlabel="steps", ylabel="seconds", title="round trip time (analytic, cfg 7)")
+    axes[0][0].set(xlabel="steps", ylabel="seconds (min of repeats)", title="round trip time (analytic, cfg 7)")
     axes[0][1].set(xlabel="steps", ylabel="relative error (0 drawn at 1e-18)", xscale="log", yscale="log",
                    title="round trip error")
-    axes[0][2].set(xlabel="batch", ylabel="seconds", title=f"sampling time (tiny, {batch_calls} calls)")
+    axes[0][2].set(xlabel="batch", ylabel="seconds (min of repeats)", title="tiny checkpoint, cfg 7")
     for ax in axes[0]:
         ax.legend(fontsize=7)
-    step_table = report.table(["method", "steps", "model calls", "seconds", "rel. error float32 result",
-                               "rel. error float64 branch"],
-                              [[r["method"], r["steps"], r["calls"], r["seconds"], r["error32"], r["error64"]]
-                               for r in step_rows])
-    batch_table = report.table(["run", "batch", "seconds"], [[r["run"], r["batch"], r["seconds"]] for r in batch_rows])
+    step_table = report.table(["method", "steps", "seconds", "rel. error float32 result", "rel. error float64 branch"],
+                              [[r["method"], r["steps"], r["seconds"], r["error32"], r["error64"]] for r in step_rows])
+    batch_table = report.table(["run", "batch", "model calls", "seconds", "rel. error of the round trip"],
+                               [[r["run"], r["batch"], r["calls"], r["seconds"], r["error32"]] for r in batch_rows])
     onset_text = (f"EDICT's float64 branch first exceeds a relative error of {ROUNDING_THRESHOLD:g} at "
                   f"**{onset} steps**." if onset else
                   f"EDICT's float64 branch stays below a relative error of {ROUNDING_THRESHOLD:g} up to "
                   f"{max(steps_list)} steps.")
-    text = ("**Linearity** (largest deviation of a point from the least-squares line, relative to "
-            "its time):\n\n" + report.table(["what", "against", "slope", "max deviation"], lines)
+    text = (f"Each time is the minimum of {repeats} runs. **Linearity**: least-squares line time = a + b n; "
+            f"linear means every point from {LINEAR_FROM} steps (every batch point) within "
+            f"{LINEAR_TOLERANCE:.0%} of the line, relative to its own time.\n\n"
+            + report.table(["what", "against", "fit", "points judged", "max deviation", "linear"], lines)
             + f"\n\n**Float64 rounding**: {onset_text}\n\n**Steps** (analytic model, cfg 7, one sample per "
             "class, invert + sample):\n\n" + step_table
-            + "\n\n**Batch** (tiny checkpoint, cfg 7, 64x64 images):\n\n" + batch_table)
+            + f"\n\n**Batch** (tiny checkpoint, cfg 7, 64x64 images, BDIA {batch_calls} steps each way):\n\n"
+            + batch_table)
     report.write_part(out_dir, "scaling", "Scaling with steps and batch", text, fig)
     return {"onset": onset, "lines": lines}

@@ -70,21 +70,30 @@ def test_reconstruction_exact_methods_beat_ddim(bench_results):
 
 def test_edit_fidelity_lands_in_the_target_class(bench_results):
     out, results, _ = bench_results
-    rows = {(r["method"], r["strength"]): r for r in results["edit_fidelity"]}
+    rows = {(r["method"], r["strength"]): r for r in results["edit_fidelity"]["rows"]}
     # At strength 0.9 the edit reaches class B, and inversion keeps the place in the class
     # far better than img2img from fresh noise.
     assert rows[("EDICT", 0.9)]["hit"] >= 0.75 and rows[("BDIA", 0.9)]["hit"] >= 0.75
     for method in ("EDICT", "BDIA", "DDIM"):
         assert rows[(method, 0.9)]["position"] > rows[("SDEdit", 0.9)]["position"] + 0.1, method
+    assert {r["steps"] for r in results["edit_fidelity"]["sweep"]} == set(run_sizes()["edit"]["sweep_steps"])
     _assert_written(out, "edit_fidelity")
 
 
-def test_cost_is_measured_against_ksampler(bench_results):
+def test_cost_counts_calls_and_compares_with_ksampler(bench_results):
     out, results, _ = bench_results
     cost = results["cost"]
-    assert set(cost["ratios"]) == {"KSampler", "EDICT invert", "EDICT sample", "BDIA invert", "BDIA sample"}
+    assert {name for name, _ in cost["ratios"]} == {"KSampler", "EDICT invert", "EDICT sample", "BDIA invert",
+                                                   "BDIA sample"}
     assert all(0 < r < math.inf for r in cost["ratios"].values())
-    assert all(m > 0 for m in cost["memory"].values())
+    for peaks, latent_bytes in cost["memory"].values():
+        assert all(peak > 0 for peak, _ in peaks.values()) and latent_bytes > 0
+    assert set(cost["fits"]) == {"EDICT invert", "EDICT sample", "BDIA invert", "BDIA sample"}
+    with open(os.path.join(out, "cost.md")) as f:
+        text = f.read()
+    # Counted calls: BDIA sampling from a pair makes one call fewer than its steps.
+    calls = run_sizes()["cost"]["sizes"][0][1]
+    assert f"| BDIA sample | {calls - 1} |" in text and f"| KSampler | {calls} |" in text
     _assert_written(out, "cost")
 
 
@@ -92,7 +101,13 @@ def test_scaling_and_summary(bench_results):
     out, results, summary = bench_results
     assert len(results["scaling"]["lines"]) == 4
     _assert_written(out, "scaling")
-    assert "DDIM/EDICT" in summary and "KSampler" in summary
+    assert "DDIM/EDICT" in summary and "KSampler" in summary and "latent-sized buffers" in summary
+
+
+def run_sizes():
+    from bench import run
+
+    return run.QUICK
 
 
 def _assert_written(out, part):
