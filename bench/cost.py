@@ -105,27 +105,32 @@ def time_alternating(ops, counter, rounds):
     return times, calls
 
 
-def peak_memory(op):
+def peak_memory(op, latent_bytes):
     """(peak bytes allocated during op() beyond what was allocated before it, name of the
-    torch op whose allocation reached the peak)."""
+    torch op whose allocation reached the peak, "f32 a / f64 b": how many float32 and float64
+    latent-sized blocks this run had allocated and not yet freed at that peak)."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
         op()
-        return torch.cuda.max_memory_allocated() - before, "n/a"
+        return torch.cuda.max_memory_allocated() - before, "n/a", "n/a"
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         op()
     # Allocations and frees inside an op are booked on the op itself (self memory, at its
     # start); frees outside any op come as "[memory]" events.
     events = sorted((e.time_range.start, e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage,
                      e.name) for e in prof.events())
-    running, peak, at = 0, 0, "none"
+    # Latent-sized blocks are counted by size: an allocation of exactly one float32 (or
+    # float64) latent adds one, a free of that size takes one away.
+    running, peak, at, live, live_at_peak = 0, 0, "none", {1: 0, 2: 0}, {1: 0, 2: 0}
     for _, delta, name in events:
         running += delta
+        if abs(delta) in (latent_bytes, 2 * latent_bytes):
+            live[abs(delta) // latent_bytes] += 1 if delta > 0 else -1
         if running > peak:
-            peak, at = running, name
-    return peak, at
+            peak, at, live_at_peak = running, name, dict(live)
+    return peak, at, f"f32 {live_at_peak[1]} / f64 {live_at_peak[2]}"
 
 
 def profile_top(op, lines=14):
@@ -150,10 +155,12 @@ def measure_time(comfy, size, calls, rounds):
 
 
 def measure_memory(comfy, size, calls=2):
-    """{op: (peak bytes, op at the peak)} and the latent's float32 bytes at one size."""
+    """{op: (peak bytes, op at the peak, live latent blocks)} and the latent's float32 bytes
+    at one size."""
     setup_ = setup(comfy, size)
     ops = make_ops(comfy, setup_, calls)
-    return {name: peak_memory(op) for name, op in ops.items()}, setup_["latent"]["samples"].numel() * 4
+    latent_bytes = setup_["latent"]["samples"].numel() * 4
+    return {name: peak_memory(op, latent_bytes) for name, op in ops.items()}, latent_bytes
 
 
 def fit_buffers(points):
@@ -206,11 +213,11 @@ def run(comfy, out_dir, sizes=((64, 32), (256, 8)), rounds=5, memory_sizes=(64, 
         peaks, latent_bytes = measure_memory(comfy, size)
         memory[size] = (peaks, latent_bytes)
         for name in OPS:
-            peak, at = peaks[name]
+            peak, at, blocks = peaks[name]
             extra = peak - peaks["KSampler"][0]
             if name != "KSampler":
                 points[name].append((latent_bytes, extra))
-            mem_rows.append([f"{size}x{size}", name, peak / 2 ** 20, at,
+            mem_rows.append([f"{size}x{size}", name, peak / 2 ** 20, at, blocks,
                              "-" if name == "KSampler" else f"{extra / 2 ** 10:.1f}",
                              "-" if name == "KSampler" else f"{extra / latent_bytes:.1f}"])
     fits = {name: fit_buffers(p) for name, p in points.items()}
@@ -229,8 +236,10 @@ def run(comfy, out_dir, sizes=((64, 32), (256, 8)), rounds=5, memory_sizes=(64, 
             f"extra peak memory at most {TARGET_BUFFERS} latent-sized buffers.\n\n"
             + "\n\n".join(sections)
             + "\n\n### Peak memory (runs of about 2 calls; the peak is reached within one step)\n\n"
-            + report.table(["image", "run", "peak MiB", "op at the peak", "extra KiB vs KSampler",
-                            "extra in latent buffers"], mem_rows)
+            + report.table(["image", "run", "peak MiB", "op at the peak", "latent-sized blocks live at the peak",
+                            "extra KiB vs KSampler", "extra in latent buffers"], mem_rows)
+            + "\n\nA float64 block is two latent buffers; blocks allocated before the run (the input "
+              "LATENT, an inverted pair handed to Sample) are not counted."
             + "\n\n**Fit** extra = fixed + k * latent bytes over the sizes above (k: the latent-sized buffers "
               "that grow with the picture):\n\n"
             + report.table(["run", "fixed KiB", "k (latent buffers)", f"k <= {TARGET_BUFFERS}"], fit_rows))

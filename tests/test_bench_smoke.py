@@ -77,6 +77,8 @@ def test_edit_fidelity_lands_in_the_target_class(bench_results):
     for method in ("EDICT", "BDIA", "DDIM"):
         assert rows[(method, 0.9)]["position"] > rows[("SDEdit", 0.9)]["position"] + 0.1, method
     assert {r["steps"] for r in results["edit_fidelity"]["sweep"]} == set(run_sizes()["edit"]["sweep_steps"])
+    # The exact methods' inverted states are measured against DDIM inversion's.
+    assert all(0 < rows[(m, 0.9)]["off_ddim"] < math.inf for m in ("EDICT", "BDIA"))
     _assert_written(out, "edit_fidelity")
 
 
@@ -87,7 +89,7 @@ def test_cost_counts_calls_and_compares_with_ksampler(bench_results):
                                                    "BDIA sample"}
     assert all(0 < r < math.inf for r in cost["ratios"].values())
     for peaks, latent_bytes in cost["memory"].values():
-        assert all(peak > 0 for peak, _ in peaks.values()) and latent_bytes > 0
+        assert all(peak > 0 and blocks.startswith("f32 ") for peak, _, blocks in peaks.values()) and latent_bytes > 0
     assert set(cost["fits"]) == {"EDICT invert", "EDICT sample", "BDIA invert", "BDIA sample"}
     with open(os.path.join(out, "cost.md")) as f:
         text = f.read()
