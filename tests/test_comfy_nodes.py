@@ -94,17 +94,26 @@ def test_sample_follows_the_record_and_says_so(comfy, scene, caplog):
     assert relative_error(out["samples"], scene["latent"]["samples"]) <= 1e-4
 
 
-def test_progress_advances_per_step_with_previews(comfy, scene):
+def test_progress_advances_per_step_with_previews(comfy, scene, monkeypatch):
+    """The progress bar moves once per step, and each step sends a live preview of the latent
+    (ComfyUI's latent2rgb, as with --preview-method latent2rgb), while inverting and sampling."""
+    import latent_preview
     from comfy import utils as comfy_utils
+    from comfy.cli_args import LatentPreviewMethod
 
+    monkeypatch.setattr(latent_preview.args, "preview_method", LatentPreviewMethod.Latent2RGB)
     updates = []
     comfy_utils.set_progress_bar_global_hook(
-        lambda value, total, preview, node_id=None: updates.append((value, total, preview is not None)))
+        lambda value, total, preview, node_id=None: updates.append((value, total, preview)))
     try:
-        run_node(comfy, "EDICTInvert", latent_image=scene["latent"], **common(comfy, scene), **edict())
+        inverted = run_node(comfy, "EDICTInvert", latent_image=scene["latent"], **common(comfy, scene), **edict())
+        run_node(comfy, "EDICTSample", latent_image=inverted, seed=0, **common(comfy, scene, positive="edit"),
+                 **edict())
     finally:
         comfy_utils.set_progress_bar_global_hook(None)
-    assert [(v, t) for v, t, _ in updates] == [(i, STEPS) for i in range(1, STEPS + 1)]
+    assert [(v, t) for v, t, _ in updates] == 2 * [(i, STEPS) for i in range(1, STEPS + 1)]
+    pictures = [preview[1].tobytes() for _, _, preview in updates]
+    assert len(set(pictures)) > STEPS  # every step shows the latent as it is then
 
 
 def test_cancel_stops_within_one_step(comfy, scene):

@@ -165,8 +165,9 @@ BAD_INPUTS = [
                          ids=[case[0] for case in BAD_INPUTS])
 def test_bad_input_gets_a_clear_error_and_the_next_run_works(comfy, scene, run_bad, message):
     NodeInputError = pack_module("comfy_adapter.errors").NodeInputError
-    with pytest.raises(NodeInputError, match=message):
+    with pytest.raises(NodeInputError, match=message) as raised:
         run_bad(comfy, scene)
+    print(f"\n[message] {raised.value}")
     inverted = invert(comfy, scene, "BDIA")
     back = sample(comfy, scene, "BDIA", inverted)
     assert relative_error(back["samples"], scene["latent"]["samples"]) <= 1e-4
