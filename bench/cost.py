@@ -107,8 +107,8 @@ def time_alternating(ops, counter, rounds):
 
 def peak_memory(op, latent_bytes):
     """(peak bytes allocated during op() beyond what was allocated before it, name of the
-    torch op whose allocation reached the peak, "f32 a / f64 b": how many float32 and float64
-    latent-sized blocks this run had allocated and not yet freed at that peak)."""
+    torch op whose allocation reached the peak, "1x a / 2x b": the net count of blocks of one
+    and of two float32 latents' bytes this run had allocated at that peak)."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -121,8 +121,10 @@ def peak_memory(op, latent_bytes):
     # start); frees outside any op come as "[memory]" events.
     events = sorted((e.time_range.start, e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage,
                      e.name) for e in prof.events())
-    # Latent-sized blocks are counted by size: an allocation of exactly one float32 (or
-    # float64) latent adds one, a free of that size takes one away.
+    # Latent-sized blocks are counted by size: an allocation of exactly one (or two) float32
+    # latents' bytes adds one, a free of that size takes one away. Two latents' bytes is a
+    # float64 latent or a float32 cond+uncond batch; frees of blocks made before the run
+    # can make a count negative.
     running, peak, at, live, live_at_peak = 0, 0, "none", {1: 0, 2: 0}, {1: 0, 2: 0}
     for _, delta, name in events:
         running += delta
@@ -130,7 +132,7 @@ def peak_memory(op, latent_bytes):
             live[abs(delta) // latent_bytes] += 1 if delta > 0 else -1
         if running > peak:
             peak, at, live_at_peak = running, name, dict(live)
-    return peak, at, f"f32 {live_at_peak[1]} / f64 {live_at_peak[2]}"
+    return peak, at, f"1x {live_at_peak[1]} / 2x {live_at_peak[2]}"
 
 
 def profile_top(op, lines=14):
@@ -236,10 +238,12 @@ def run(comfy, out_dir, sizes=((64, 32), (256, 8)), rounds=5, memory_sizes=(64, 
             f"extra peak memory at most {TARGET_BUFFERS} latent-sized buffers.\n\n"
             + "\n\n".join(sections)
             + "\n\n### Peak memory (runs of about 2 calls; the peak is reached within one step)\n\n"
-            + report.table(["image", "run", "peak MiB", "op at the peak", "latent-sized blocks live at the peak",
+            + report.table(["image", "run", "peak MiB", "op at the peak", "net blocks at the peak (1x / 2x latent)",
                             "extra KiB vs KSampler", "extra in latent buffers"], mem_rows)
-            + "\n\nA float64 block is two latent buffers; blocks allocated before the run (the input "
-              "LATENT, an inverted pair handed to Sample) are not counted."
+            + "\n\nBlocks: allocations minus frees of exactly one float32 latent's bytes (1x) and of "
+              "two (2x: a float64 latent, or a float32 cond+uncond batch as KSampler has too) during the "
+              "run; frees of blocks made before it (the input LATENT, an inverted pair handed to Sample) "
+              "count against it, hence negative counts."
             + "\n\n**Fit** extra = fixed + k * latent bytes over the sizes above (k: the latent-sized buffers "
               "that grow with the picture):\n\n"
             + report.table(["run", "fixed KiB", "k (latent buffers)", f"k <= {TARGET_BUFFERS}"], fit_rows))

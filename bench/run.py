@@ -103,6 +103,8 @@ def summary(results, seconds, load=None):
                   for what, against, fit, judged, dev, ok in s["lines"]]
         lines.append(f"- EDICT's float64 round trip: relative error above 1e-13 first at {s['onset']} steps"
                      if s["onset"] else "- EDICT's float64 round trip: relative error below 1e-13 at every step count run")
+        lines.append(f"- float32 round-trip error at {s['last_steps']} steps (cfg 7): "
+                     + ", ".join(f"{m} {e:.3g}" for m, e in s["error_at_last"].items()))
     if "edit_fidelity" in results:
         e = results["edit_fidelity"]
         lines.append("\n**Edit fidelity** (analytic model, strength 0.7, hit rate / position kept; "

@@ -158,4 +158,6 @@ def run(comfy, out_dir, steps_list=(10, 20, 50, 100, 200, 500), batches=(1, 2, 4
             + f"\n\n**Batch** (tiny checkpoint, cfg 7, 64x64 images, BDIA {batch_calls} steps each way):\n\n"
             + batch_table)
     report.write_part(out_dir, "scaling", "Scaling with steps and batch", text, fig)
-    return {"onset": onset, "lines": lines}
+    last = max(steps_list)
+    at_last = {r["method"]: r["error32"] for r in step_rows if r["steps"] == last}
+    return {"onset": onset, "lines": lines, "last_steps": last, "error_at_last": at_last}

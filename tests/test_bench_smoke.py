@@ -89,7 +89,7 @@ def test_cost_counts_calls_and_compares_with_ksampler(bench_results):
                                                    "BDIA sample"}
     assert all(0 < r < math.inf for r in cost["ratios"].values())
     for peaks, latent_bytes in cost["memory"].values():
-        assert all(peak > 0 and blocks.startswith("f32 ") for peak, _, blocks in peaks.values()) and latent_bytes > 0
+        assert all(peak > 0 and blocks.startswith("1x ") for peak, _, blocks in peaks.values()) and latent_bytes > 0
     assert set(cost["fits"]) == {"EDICT invert", "EDICT sample", "BDIA invert", "BDIA sample"}
     with open(os.path.join(out, "cost.md")) as f:
         text = f.read()
