@@ -69,8 +69,9 @@ class ModelSession:
     """What an edict_core routine needs from ComfyUI during one sampling session.
 
     `denoise(x, sigma)` is edict_core's `model`: x [B, C, H, W] in sampler space at noise
-    level sigma (state dtype), returns the CFG-combined denoised estimate, same shape and
-    dtype. The network itself runs in its own dtype: the state goes in as float32, the
+    level sigma (state dtype), returns the CFG-combined denoised estimate, same shape, in
+    float32 (edict_core's arithmetic promotes it to the state dtype; no float64 copy is
+    kept). The network itself runs in its own dtype: the state goes in as float32, the
     dtype of ComfyUI's samplers, and the model casts it further as it always does.
     """
 
@@ -88,7 +89,7 @@ class ModelSession:
         comfy.model_management.throw_exception_if_processing_interrupted()
         x_model = x.to(torch.float32)
         sigma_batch = x_model.new_full((x_model.shape[0],), sigma)
-        return self.model_wrap(x_model, sigma_batch, **self.extra_args).to(x.dtype)
+        return self.model_wrap(x_model, sigma_batch, **self.extra_args)
 
     def input_scale(self, sigma):
         one = torch.ones(1, dtype=torch.float64)

@@ -27,23 +27,24 @@ def _step_inputs(sigmas, k, input_scale):
 def sample_edict(model, pair, sigmas, input_scale, mix_weight=0.93, leapfrog=True, callback=None):
     """Generate: move the pair from sigmas[0] down to sigmas[-1].
 
-    pair: (x, y), each [B, C, H, W] at noise level sigmas[0], ideally float64.
+    pair: (x, y), each [B, C, H, W] at noise level sigmas[0], ideally float64; not modified.
     sigmas: strictly decreasing, positive (see prepare_sigmas).
     Returns (x, y) at sigmas[-1]. Two model calls per step.
     """
-    x, y = pair
+    # Private copies, updated in place: besides the pair, only one direction and one
+    # model input are alive at a time (the model call is where memory peaks).
+    x, y = (t.clone() for t in pair)
     p = mix_weight
     sigmas = levels(sigmas)
     for k in range(len(sigmas) - 1):
         sigma_a, h, rescale = _step_inputs(sigmas, k, input_scale)
         first, second = (x, y) if _x_goes_first(k, leapfrog) else (y, x)
-        d_second, _ = direction(model, second, sigma_a)
-        first = first + h * d_second
+        first.add_(direction(model, second, sigma_a)[0], alpha=h)
         d_first, denoised = direction(model, first * rescale, sigma_a)
-        second = second + h * d_first
-        x, y = (first, second) if _x_goes_first(k, leapfrog) else (second, first)
-        x = p * x + (1 - p) * y
-        y = (1 - p) * x + p * y
+        second.add_(d_first, alpha=h)
+        del d_first
+        x.mul_(p).add_(y, alpha=1 - p)
+        y.mul_(p).add_(x, alpha=1 - p)
         report(callback, k, sigmas[k + 1], x, denoised)
     return x, y
 
@@ -52,22 +53,21 @@ def invert_edict(model, pair, sigmas, input_scale, mix_weight=0.93, leapfrog=Tru
     """Invert: move the pair from sigmas[-1] up to sigmas[0], undoing sample_edict exactly.
 
     pair: (x, y), each [B, C, H, W] at noise level sigmas[-1]; a clean latent enters as
-    (x, x). Returns (x, y) at sigmas[0], from which sample_edict with the same model and
-    settings returns the input to float rounding. Two model calls per step.
+    (x, x); not modified. Returns (x, y) at sigmas[0], from which sample_edict with the same
+    model and settings returns the input to float rounding. Two model calls per step.
     """
-    x, y = pair
+    x, y = (t.clone() for t in pair)  # private copies, updated in place (see sample_edict)
     p = mix_weight
     sigmas = levels(sigmas)
     steps = len(sigmas) - 1
     for i, k in enumerate(reversed(range(steps))):
         sigma_a, h, rescale = _step_inputs(sigmas, k, input_scale)
-        y = (y - (1 - p) * x) / p
-        x = (x - (1 - p) * y) / p
+        y.sub_(x, alpha=1 - p).div_(p)
+        x.sub_(y, alpha=1 - p).div_(p)
         first, second = (x, y) if _x_goes_first(k, leapfrog) else (y, x)
-        d_first, _ = direction(model, first * rescale, sigma_a)
-        second = second - h * d_first
+        second.sub_(direction(model, first * rescale, sigma_a)[0], alpha=h)
         d_second, denoised = direction(model, second, sigma_a)
-        first = first - h * d_second
-        x, y = (first, second) if _x_goes_first(k, leapfrog) else (second, first)
+        first.sub_(d_second, alpha=h)
+        del d_second
         report(callback, i, sigma_a, x, denoised)
     return x, y

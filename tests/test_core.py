@@ -150,6 +150,19 @@ def test_callbacks_report_every_step_in_order():
     assert seen == [0, 1, 2, 3, 4] * 3 + [1, 2, 3, 4]
 
 
+def test_routines_leave_their_inputs_alone():
+    """EDICT updates its pair in place, on copies: the caller's tensors (ComfyUI's cached
+    outputs) must not change, even when both branches are one tensor, as a clean latent's are."""
+    model, x0 = AnalyticDenoiser(), clean_latent()
+    before = x0.clone()
+    sigmas = schedule(4)
+    noisy = core.invert_edict(model, (x0, x0), sigmas, eps_scale)
+    noisy_before = [t.clone() for t in noisy]
+    core.sample_edict(model, noisy, sigmas, eps_scale)
+    assert torch.equal(x0, before)
+    assert all(torch.equal(t, u) for t, u in zip(noisy, noisy_before))
+
+
 # ---------------------------------------------------------------- parity with the references
 #
 # The official code works in VP space: alpha_bar = 1 / (1 + sigma^2), state z = c(sigma) x,
@@ -302,7 +315,7 @@ def test_only_a_floor_means_no_step():
     out = core.prepare_sigmas(torch.tensor([0.03, 0.0], dtype=torch.float64), 0.03)
     assert out.tolist() == [0.03]
     model, x0 = AnalyticDenoiser(), clean_latent()
-    assert core.sample_edict(model, (x0, x0), out, eps_scale)[0] is x0
+    assert torch.equal(core.sample_edict(model, (x0, x0), out, eps_scale)[0], x0)
     assert model.calls == 0
 
 
