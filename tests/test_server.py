@@ -11,7 +11,7 @@ from PIL import Image
 
 from comfy_harness import CKPT_NAME
 from server import cached_nodes
-from workflows import INPUT_IMAGE, adapted, api_prompt, nodes_of_type, run_again
+from workflows import INPUT_IMAGE, adapted, api_prompt, nodes_of_type, run_again, source_nodes
 
 NODE_INPUTS = {
     "EDICTInvert": ["model", "positive", "negative", "latent_image", "steps", "cfg", "scheduler",
@@ -30,12 +30,7 @@ def edit_prompt(steps=6):
     common = {"model": ["1", 0], "steps": steps, "cfg": 3.0, "scheduler": "normal", "denoise": 0.8,
               "mix_weight": 0.93, "leapfrog": True}
     return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a dog on the beach"}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a cat on the beach"}},
-        "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "blurry"}},
-        "5": {"class_type": "LoadImage", "inputs": {"image": INPUT_IMAGE}},
-        "6": {"class_type": "VAEEncode", "inputs": {"pixels": ["5", 0], "vae": ["1", 2]}},
+        **source_nodes(),
         "7": {"class_type": "EDICTInvert", "inputs": {**common, "positive": ["2", 0], "negative": ["4", 0],
                                                        "latent_image": ["6", 0]}},
         "8": {"class_type": "EDICTSample", "inputs": {**common, "positive": ["3", 0], "negative": ["4", 0],

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from server import cached_nodes
-from workflows import INPUT_IMAGE, run_again
+from workflows import run_again, source_nodes
 
 RUNS, WARM_UP = 50, 5
 
@@ -20,12 +20,7 @@ def round_trip_and_edit_prompt():
     edict = dict(common, mix_weight=0.93, leapfrog=True)
     bdia = dict(common, gamma=0.94)
     return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a dog on the beach"}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a cat on the beach"}},
-        "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "blurry"}},
-        "5": {"class_type": "LoadImage", "inputs": {"image": INPUT_IMAGE}},
-        "6": {"class_type": "VAEEncode", "inputs": {"pixels": ["5", 0], "vae": ["1", 2]}},
+        **source_nodes(),
         "7": {"class_type": "EDICTInvert", "inputs": dict(edict, positive=["2", 0], latent_image=["6", 0])},
         "8": {"class_type": "EDICTSample", "inputs": dict(edict, positive=["3", 0], latent_image=["7", 0], seed=0)},
         "9": {"class_type": "SaveLatent", "inputs": {"samples": ["8", 0], "filename_prefix": "soak/edict"}},

@@ -5,7 +5,7 @@ checkpoint, fewer steps, smaller images. Shared by the tests and the demo."""
 import json
 import os
 
-from comfy_harness import REPO
+from comfy_harness import CKPT_NAME, REPO
 
 UI_DIR = os.path.join(REPO, "example_workflows")
 API_DIR = os.path.join(UI_DIR, "api")
@@ -38,6 +38,19 @@ def adapted(prompt, ckpt=None, image=None, steps=None, size=None):
 
 def nodes_of_type(prompt, class_type):
     return [node_id for node_id, node in prompt.items() if node["class_type"] == class_type]
+
+
+def source_nodes():
+    """API-format nodes "1" to "6" of the hand-built test prompts: the tiny checkpoint, the
+    base ("2"), edit ("3") and negative ("4") prompts, the input image and its latent ("6")."""
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT_NAME}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a dog on the beach"}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a cat on the beach"}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "blurry"}},
+        "5": {"class_type": "LoadImage", "inputs": {"image": INPUT_IMAGE}},
+        "6": {"class_type": "VAEEncode", "inputs": {"pixels": ["5", 0], "vae": ["1", 2]}},
+    }
 
 
 def run_again(prompt, run):
