@@ -1,9 +1,8 @@
 """The methods the bench compares, each as invert(...) -> state and regenerate(state, ...) -> LATENT.
 
-EDICT and BDIA run through the pack's real nodes. DDIM inversion, the baseline, runs
-edict_core.invert_ddim / sample_ddim in the same ComfyUI session machinery as the nodes
-(comfy_adapter.session.run_in_session, on the schedule comfy_adapter.operations builds), as
-tests/test_comfy_roundtrip.py does. SDEdit is ComfyUI's own KSampler (euler) at the same
+EDICT and BDIA run through the pack's real nodes. DDIM inversion, the baseline, is
+comfy_adapter.operations.ddim_baseline (the same session machinery as the nodes), as in
+tests/test_comfy_roundtrip.py. SDEdit is ComfyUI's own KSampler (euler) at the same
 strength.
 """
 
@@ -69,26 +68,10 @@ def sdedit(comfy, run, latent, positive, seed=0):
 
 @torch.inference_mode()
 def _ddim(run, tensor, direction):
-    session_module = pack_module("comfy_adapter.session")
     operations = pack_module("comfy_adapter.operations")
-    core = pack_module("edict_core")
     settings = operations.Settings("edict", run.steps, run.scheduler, run.denoise)
-    sigmas = operations._sigmas(run.model, settings)
-    steps = len(sigmas) - 1
-
-    def invert_routine(session):
-        x = session.enter_clean(session.to_model_space(tensor), float(sigmas[-1]))
-        return [core.invert_ddim(session.denoise, x, sigmas, callback=session.report)]
-
-    def sample_routine(session):
-        x = core.sample_ddim(session.denoise, tensor.to(session.device, session.dtype), sigmas,
-                             callback=session.report)
-        return [session.to_latent_space(session.leave_clean(x, float(sigmas[-1])))]
-
-    routine = invert_routine if direction == "invert" else sample_routine
-    result, = session_module.run_in_session("DDIM", run.model, run.positive, run.negative, run.cfg,
-                                            tensor.to(torch.float32), sigmas, steps, routine)
-    return result
+    return operations.ddim_baseline(run.model, run.positive, run.negative, run.cfg, tensor, settings,
+                                    invert=direction == "invert")
 
 
 def calls_per_step(method):

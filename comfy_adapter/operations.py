@@ -214,6 +214,28 @@ def sample(node, model, positive, negative, latent, cfg, seed, settings):
     return plain_latent(latent, result[0])
 
 
+def ddim_baseline(model, positive, negative, cfg, tensor, settings, invert):
+    """DDIM inversion (the usual "unsampling") or DDIM sampling in the same session
+    machinery as the nodes: the approximate baseline that the exact methods are measured
+    against (tests and bench/); not a node. invert=True takes a clean latent [B, C, H, W]
+    (latent space) to the noisy state at sigmas[0] (sampler space, state dtype); invert=False
+    takes such a noisy state back to a clean latent (latent space)."""
+    sigmas = _sigmas(model, settings)
+    clean_level = float(sigmas[-1])
+
+    def routine(session):
+        if invert:
+            x = session.enter_clean(session.to_model_space(tensor), clean_level)
+            return [core.invert_ddim(session.denoise, x, sigmas, callback=session.report)]
+        x = core.sample_ddim(session.denoise, tensor.to(session.device, session.dtype), sigmas,
+                             callback=session.report)
+        return [session.to_latent_space(session.leave_clean(x, clean_level))]
+
+    result, = run_in_session("DDIM", model, positive, negative, cfg, tensor.to(torch.float32), sigmas,
+                             len(sigmas) - 1, routine)
+    return result
+
+
 def mix_pair(node, latent, weight):
     """weight * x + (1 - weight) * y of an EDICT pair, as a plain LATENT."""
     record = read_record(latent)

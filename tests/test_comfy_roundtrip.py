@@ -29,29 +29,13 @@ def patched_model(comfy, family):
 
 
 @torch.inference_mode()
-def ddim_round_trip(comfy, model, scene):
+def ddim_round_trip(model, scene):
     """DDIM inversion then DDIM sampling through the same session machinery as the pack."""
-    session_module = pack_module("comfy_adapter.session")
     operations = pack_module("comfy_adapter.operations")
-    core = pack_module("edict_core")
     settings = operations.Settings("edict", STEPS, "normal", DENOISE)
-    sigmas = operations._sigmas(model, settings)
-    samples = scene["latent"]["samples"]
-
-    def invert(session):
-        x = session.enter_clean(session.to_model_space(samples), float(sigmas[-1]))
-        return [core.invert_ddim(session.denoise, x, sigmas, callback=session.report)]
-
-    noisy, = session_module.run_in_session("DDIM", model, scene["positive"], scene["negative"], CFG,
-                                           samples, sigmas, STEPS, invert)
-
-    def generate(session):
-        x = core.sample_ddim(session.denoise, noisy, sigmas, callback=session.report)
-        return [session.to_latent_space(session.leave_clean(x, float(sigmas[-1])))]
-
-    reconstruction, = session_module.run_in_session("DDIM", model, scene["positive"], scene["negative"],
-                                                    CFG, samples, sigmas, STEPS, generate)
-    return reconstruction
+    conditioning = (model, scene["positive"], scene["negative"], CFG)
+    noisy = operations.ddim_baseline(*conditioning, scene["latent"]["samples"], settings, invert=True)
+    return operations.ddim_baseline(*conditioning, noisy, settings, invert=False)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -79,7 +63,7 @@ def test_round_trip_is_exact_for_every_family(comfy, scene, family):
     regenerated = run_node(comfy, "BDIASample", latent_image=inverted, seed=0, gamma=0.94, **common)
     bdia_error = relative_error(regenerated["samples"], original)
 
-    ddim_error = relative_error(ddim_round_trip(comfy, model, scene), original)
+    ddim_error = relative_error(ddim_round_trip(model, scene), original)
     print(f"\n[round trip] family={family} cfg={CFG} steps={STEPS} denoise={DENOISE} batch=2: "
           f"EDICT {edict_error:.2e} (float64 {edict_error64:.2e})  BDIA {bdia_error:.2e}  DDIM {ddim_error:.2e}")
     assert edict_error <= 1e-4 and edict_error64 <= 1e-4
