@@ -26,12 +26,7 @@ def start(base=None):
     """Start ComfyUI in this process (CPU) with the pack and the tiny checkpoint. Returns
     ComfyUI's `nodes` module with `nodes.tiny` = {model, clip, vae, base}, as the tests'
     `comfy` fixture does. `base` defaults to bench/results/tmp (git-ignored)."""
-    base = base or os.path.join(RESULTS, "tmp", "comfy_base")
-    ckpt_name = comfy_harness.make_base_directory(base)
-    nodes = comfy_harness.start_comfy_in_process(base)
-    model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(ckpt_name)[:3]
-    nodes.tiny = {"model": model, "clip": clip, "vae": vae, "base": base}
-    return nodes
+    return comfy_harness.start_with_tiny_checkpoint(base or os.path.join(RESULTS, "tmp", "comfy_base"))
 
 
 def load_checkpoint(comfy, path):

@@ -65,6 +65,16 @@ def start_comfy_in_process(base):
     return nodes
 
 
+def start_with_tiny_checkpoint(base):
+    """start_comfy_in_process over a fresh base directory, with the tiny checkpoint loaded.
+    Returns ComfyUI's `nodes` module; `nodes.tiny` = {model, clip, vae, base}."""
+    ckpt_name = make_base_directory(base)
+    nodes = start_comfy_in_process(base)
+    model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(ckpt_name)[:3]
+    nodes.tiny = {"model": model, "clip": clip, "vae": vae, "base": base}
+    return nodes
+
+
 def pack_module(name):
     """A submodule of the pack as ComfyUI loaded it (e.g. 'comfy_adapter.session')."""
     for module_name, module in sys.modules.items():

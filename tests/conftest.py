@@ -13,14 +13,9 @@ import pytest
 def comfy(tmp_path_factory):
     """A real ComfyUI in this process with the pack loaded and the tiny checkpoint built.
     Yields ComfyUI's `nodes` module; `nodes.tiny` holds the loaded model, clip and vae."""
-    from comfy_harness import make_base_directory, start_comfy_in_process
+    from comfy_harness import start_with_tiny_checkpoint
 
-    base = str(tmp_path_factory.mktemp("comfy_base"))
-    ckpt_name = make_base_directory(base)
-    nodes = start_comfy_in_process(base)
-    model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(ckpt_name)[:3]
-    nodes.tiny = {"model": model, "clip": clip, "vae": vae, "base": base}
-    return nodes
+    return start_with_tiny_checkpoint(str(tmp_path_factory.mktemp("comfy_base")))
 
 
 @pytest.fixture(scope="module")
