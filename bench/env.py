@@ -1,4 +1,4 @@
-"""The bench's ComfyUI: the test harness's in-process ComfyUI (tests/comfy_harness.py), the
+"""The bench's ComfyUI: the harness's in-process ComfyUI (harness/comfy.py), the
 tiny checkpoint, and the paths that runs share. Pack code is reached as ComfyUI loaded it.
 """
 
@@ -9,11 +9,11 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results")
-# tests/ holds the harness; appended so neither it nor the repo shadows ComfyUI's modules.
-if os.path.join(REPO, "tests") not in sys.path:
-    sys.path.append(os.path.join(REPO, "tests"))
+# Appended, so the pack's nodes/ never shadows ComfyUI's nodes.py.
+if REPO not in sys.path:
+    sys.path.append(REPO)
 
-import comfy_harness  # noqa: E402  (needs the path above)
+from harness import comfy as comfy_harness  # noqa: E402  (needs the path above)
 
 # The harness's helpers, re-exported so bench modules reach them as env.<name>.
 drawn_images = comfy_harness.drawn_images

@@ -1,8 +1,7 @@
 """The methods the bench compares, each as invert(...) -> state and regenerate(state, ...) -> LATENT.
 
 EDICT and BDIA run through the pack's real nodes. DDIM inversion, the baseline, is
-comfy_adapter.operations.ddim_baseline (the same session machinery as the nodes), as in
-tests/test_comfy_roundtrip.py. SDEdit is ComfyUI's own KSampler (euler) at the same
+harness.ddim (the same session machinery as the nodes), as in tests/test_comfy_roundtrip.py. SDEdit is ComfyUI's own KSampler (euler) at the same
 strength.
 """
 
@@ -10,10 +9,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .env import pack_module, run_node
+from edict_core import DEFAULT_GAMMA as GAMMA, DEFAULT_MIX_WEIGHT as MIX_WEIGHT  # the nodes' defaults
+from harness.ddim import ddim
+
+from .env import run_node
 
 METHODS = ("EDICT", "BDIA", "DDIM")
-MIX_WEIGHT, GAMMA = 0.93, 0.94  # the papers' settings (and the nodes' defaults)
 
 
 @dataclass
@@ -66,12 +67,9 @@ def sdedit(comfy, run, latent, positive, seed=0):
                                    run.negative, latent, denoise=run.denoise)[0]["samples"]
 
 
-@torch.inference_mode()
 def _ddim(run, tensor, direction):
-    operations = pack_module("comfy_adapter.operations")
-    settings = operations.Settings("edict", run.steps, run.scheduler, run.denoise)
-    return operations.ddim_baseline(run.model, run.positive, run.negative, run.cfg, tensor, settings,
-                                    invert=direction == "invert")
+    return ddim(run.model, run.positive, run.negative, run.cfg, tensor, run.steps, run.denoise,
+                run.scheduler, invert=direction == "invert")
 
 
 def calls_per_step(method):

@@ -1,8 +1,10 @@
-"""What the nodes do, one function per node, in ComfyUI terms: MODEL, CONDITIONING, LATENT.
+"""What the nodes do, in ComfyUI terms: GUIDER, SIGMAS, NOISE, LATENT and a Method.
 
-Each function validates its inputs, builds the schedule, and runs one edict_core routine
-in one ComfyUI sampling session (session.run_in_session). `node` is the display name that
-error messages start with.
+`invert` and `sample` are the one code path of every node. The advanced nodes hand them a
+guider and sigmas as they are; the simple nodes first build a CFGGuider from model, prompts
+and cfg, and the sigmas from steps, scheduler and denoise (`simple_guider`, `Schedule`),
+as KSampler does. Each runs one edict_core routine in one ComfyUI sampling session
+(session.run_in_session). `node` is the display name that error messages start with.
 """
 
 import logging
@@ -16,64 +18,83 @@ import comfy.samplers
 
 from .. import edict_core as core
 from .errors import NodeInputError, checked
-from .record import METHOD_TITLES, check_pair, plain_latent, read_record, with_record
+from .methods import METHOD_TITLES, Method
+from .record import check_pair, plain_latent, read_record, with_record
 from .session import latent_format_name, model_sampling_kind, run_in_session
 
 log = logging.getLogger("exact_inversion")
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Widget values that shape the trajectory. Exactness needs the same ones both ways."""
-    method: str  # "edict" | "bdia"
+class Schedule:
+    """The simple nodes' schedule widgets, read as KSampler reads them."""
     steps: int
     scheduler: str
     denoise: float
-    mix_weight: float = 0.93
-    leapfrog: bool = True
-    gamma: float = 0.94
 
-    def validated(self, node):
-        checked(node, "steps", core.check_steps, self.steps)
+    def validated(self, node, method):
+        checked(node, "steps", lambda steps: core.check_steps(steps, method.spec.min_steps), self.steps)
         if self.scheduler not in comfy.samplers.SCHEDULER_NAMES:
             raise NodeInputError(node, "scheduler", f"unknown scheduler {self.scheduler!r}.",
                                  f"Use one of {', '.join(comfy.samplers.SCHEDULER_NAMES)}.")
         if not 0.0 <= float(self.denoise) <= 1.0:
             raise NodeInputError(node, "denoise", f"denoise must be in [0, 1], got {self.denoise}.",
                                  "Use about 0.6 to 0.9 for edits, 1.0 for text-to-image.")
-        if self.method == "edict":
-            checked(node, "mix_weight", core.check_mix_weight, self.mix_weight)
-        else:
-            checked(node, "gamma", core.check_gamma, self.gamma)
         return self
 
-    def trajectory_fields(self):
-        fields = {"steps": self.steps, "scheduler": self.scheduler, "denoise": float(self.denoise)}
-        if self.method == "edict":
-            fields.update(mix_weight=float(self.mix_weight), leapfrog=bool(self.leapfrog))
-        else:
-            fields.update(gamma=float(self.gamma))
-        return fields
+    def sigmas(self, model):
+        """KSampler's sigmas for these widgets (empty for denoise 0)."""
+        model_sampling = model.get_model_object("model_sampling")
+        return core.denoise_schedule(
+            lambda n: comfy.samplers.calculate_sigmas(model_sampling, self.scheduler, n),
+            self.steps, self.denoise)
+
+    def fields(self):
+        return {"steps": int(self.steps), "scheduler": self.scheduler, "denoise": float(self.denoise)}
 
 
-def _sigmas(model, settings):
-    """The prepared float64 schedule (see edict_core.prepare_sigmas); empty for denoise 0."""
-    model_sampling = model.get_model_object("model_sampling")
-    full = core.denoise_schedule(
-        lambda n: comfy.samplers.calculate_sigmas(model_sampling, settings.scheduler, n),
-        settings.steps, settings.denoise)
-    if full.numel() == 0:
-        return full.to(torch.float64)
-    return core.prepare_sigmas(full, float(model_sampling.sigma_min))
+def simple_guider(model, positive, negative, cfg):
+    """The guider KSampler builds: cfg between the positive and negative conditioning."""
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(cfg)
+    return guider
+
+
+class SeededNoise:
+    """KSampler's seeded noise, as a NOISE object (what RandomNoise makes): it follows the
+    latent's batch_index, so Latent From Batch gives the same image as the full batch."""
+
+    def __init__(self, seed):
+        self.seed = seed
+
+    def generate_noise(self, latent):
+        return comfy.sample.prepare_noise(latent["samples"], self.seed, latent.get("batch_index"))
+
+
+def prepare(node, model, sigmas, input_name="sigmas"):
+    """The float64 schedule an exact method walks (edict_core.prepare_sigmas, with the
+    model's sigma_min as the clean floor), or None where there is no step to run."""
+    sigmas = torch.as_tensor(sigmas)
+    if sigmas.numel() == 0:
+        return None
+    floor = float(model.get_model_object("model_sampling").sigma_min)
+    try:
+        prepared = core.prepare_sigmas(sigmas, floor)
+    except ValueError as error:
+        raise NodeInputError(node, input_name, str(error), "Connect a scheduler's SIGMAS (noisy to clean).") from None
+    return prepared if len(prepared) >= 2 else None
 
 
 def _samples(node, latent):
-    """The latent's samples [B, C, H, W], after refusing what no exact run can use."""
+    """The latent's samples [B, C, H, W] or, for video, [B, C, T, H, W], after refusing what
+    no exact run can use."""
     samples = latent["samples"]
-    if getattr(samples, "is_nested", False) or samples.ndim != 4:
+    if getattr(samples, "is_nested", False) or samples.ndim not in (4, 5):
         raise NodeInputError(node, "latent_image",
-                             f"expected an image latent [batch, channels, height, width], got shape "
-                             f"{tuple(samples.shape)}.", "Exact inversion supports image models only.")
+                             f"expected an image latent [batch, channels, height, width] or a video "
+                             f"latent [batch, channels, frames, height, width], got shape "
+                             f"{tuple(samples.shape)}.", "Connect a VAE Encode or Empty Latent output.")
     if not torch.isfinite(samples).all():
         raise NodeInputError(node, "latent_image", "it holds NaN or infinite values.",
                              "Check the nodes before it (VAE Encode of a broken image?).")
@@ -91,8 +112,8 @@ def _samples(node, latent):
 def _keep_outside_mask(latent, source, results):
     """Masked editing: where the latent's noise_mask is 0 each result is `source` bit for bit,
     where it is 1 the result as generated, and a soft mask blends the two. The whole latent
-    is still generated, so the edit sees its surroundings. source: [B, C, H, W] latent
-    space; results: tensors of that shape in latent space."""
+    is still generated, so the edit sees its surroundings. source and results: [B, C, ...]
+    latent space."""
     mask = latent.get("noise_mask")
     if mask is None:
         return results
@@ -103,137 +124,154 @@ def _keep_outside_mask(latent, source, results):
 
 
 def _model_identity(model):
-    return model_sampling_kind(model.get_model_object("model_sampling")), latent_format_name(model)
+    """What a pair must be sampled with: the model's class (SD15, SDXL, Flux, ...), its
+    prediction type and its latent format."""
+    return {"model_class": type(model.model).__name__,
+            "model_sampling": model_sampling_kind(model.get_model_object("model_sampling")),
+            "latent_format": latent_format_name(model)}
 
 
-def invert(node, model, positive, negative, latent, cfg, settings):
-    """EDICT or BDIA inversion of a clean latent (or of an EDICT Sample pair)."""
-    settings.validated(node)
+def _follow_record(node, record, method, schedule):
+    """The method and schedule fields an existing pair was made with, which a run on it must
+    follow for exactness; logs the settings of the node's own that it therefore ignores."""
+    recorded = Method.from_record(record)
+    differ = {key: value for key, (value, _) in method.differences(recorded).items()}
+    recorded_schedule = {key: record[key] for key in ("steps", "scheduler", "denoise") if key in record}
+    if schedule is not None:
+        differ.update({key: value for key, value in schedule.fields().items()
+                       if key in recorded_schedule and recorded_schedule[key] != value})
+    if differ:
+        log.info("%s: following the latent's own settings %s; this node's %s are not used "
+                 "(only the guider, its conditioning and cfg apply).",
+                 node, {**recorded.params, **recorded_schedule}, differ)
+    return recorded, recorded_schedule
+
+
+def invert(node, guider, latent, sigmas, method, schedule=None):
+    """Invert a clean latent (or EDICT Sample's pair) with `method` along `sigmas`.
+
+    guider: any GUIDER (its model, conds and cfg are those of the inversion). sigmas: a
+    ComfyUI schedule, descending, usually ending in 0. schedule: the simple nodes' widgets,
+    kept in the record. Returns the inverted LATENT: `samples` one noisy state [B, C, ...]
+    at sigmas[0], the record holding the float64 pair.
+    """
+    method = method.validated(node)
     samples = _samples(node, latent)
-    kind, latent_format = _model_identity(model)
+    model = guider.model_patcher
+    identity = _model_identity(model)
     record = read_record(latent)
-    start_pair = None
     if record is not None and record["state"] == "noisy":
         raise NodeInputError(node, "latent_image",
                              f"it is already inverted (by {METHOD_TITLES[record['method']]} Invert).",
                              "Connect the clean latent (VAE Encode's output), not an inverted one.")
-    if record is not None and record["method"] == "edict" and settings.method == "edict":
-        # EDICT Sample's output is a pair at the clean end: invert it as it is, exactly.
-        check_pair(node, record, samples, kind, latent_format)
-        start_pair = (record["branch"], record["partner"])
-    sigmas = _sigmas(model, settings)
-    if len(sigmas) < 2:  # denoise 0: nothing to invert
-        return dict(latent)
-    steps = len(sigmas) - 1
-    clean_level = float(sigmas[-1])
+    if record is not None and record["method"] == method.name and method.spec.pair_in:
+        # EDICT Sample's output is a pair at the clean end: invert it exactly, along the
+        # schedule and settings it was sampled with and with the same clean latent.
+        check_pair(node, record, samples, identity)
+        method, schedule_fields = _follow_record(node, record, method, schedule)
+        prepared, source = record["sigmas"], record["source"]
+        start = (record["branch"], record["partner"])
+    else:
+        prepared = prepare(node, model, sigmas)
+        if prepared is None:  # denoise 0: nothing to invert
+            return dict(latent)
+        schedule_fields = schedule.fields() if schedule else {}
+        source, start = samples, (samples, samples)
+    steps = len(prepared) - 1
+    method.check_steps(node, steps)
+    clean_level = float(prepared[-1])
 
     def routine(session):
-        pair = start_pair or (samples, samples)
-        pair = [session.enter_clean(session.to_model_space(t), clean_level) for t in pair]
-        if settings.method == "edict":
-            noisy = core.invert_edict(session.denoise, pair, sigmas, session.input_scale,
-                                      settings.mix_weight, settings.leapfrog, callback=session.report)
-        else:
-            noisy = core.invert_bdia(session.denoise, pair[0], sigmas, session.input_scale,
-                                     settings.gamma, callback=session.report)
+        pair = [session.enter_clean(session.to_model_space(t), clean_level) for t in start]
+        noisy = method.spec.invert(session.denoise, pair, prepared, session.input_scale,
+                                   callback=session.report, **method.params)
         return [session.to_latent_space(t) for t in noisy]
 
-    branch, partner = run_in_session(node, model, positive, negative, cfg, samples, sigmas, steps, routine)
-    return with_record(latent, branch, partner, method=settings.method, state="noisy", source=samples,
-                       sigmas=sigmas, model_sampling=kind, latent_format=latent_format,
-                       **settings.trajectory_fields())
+    branch, partner = run_in_session(node, guider, source, prepared, steps, routine,
+                                     denoise_mask=latent.get("noise_mask"))
+    return with_record(latent, branch, partner, method=method.name, state="noisy", source=source,
+                       sigmas=prepared, **identity,
+                       **method.params, **schedule_fields)
 
 
-def _log_widget_differences(node, record, settings):
-    used = {k: record[k] for k in settings.trajectory_fields()}
-    differ = {k: v for k, v in settings.trajectory_fields().items() if used[k] != v}
-    if differ:
-        log.info("%s: following the inverted latent's settings %s; the widgets' %s are not used "
-                 "(only cfg and the conditioning apply).", node, used, differ)
+def sample(node, guider, latent, method, sigmas=None, noise=None, schedule=None):
+    """Generate with `method`: from an inverted latent's pair along its own schedule (exact
+    regeneration, or an edit when the guider's conditioning differs), or from a plain latent
+    like SamplerCustomAdvanced (noise from `noise` at sigmas[0], then `method`).
 
-
-def sample(node, model, positive, negative, latent, cfg, seed, settings):
-    """Generate with EDICT or BDIA: from an inverted latent's pair along its own schedule
-    (exact regeneration or edit), or from a plain latent like KSampler (seeded noise)."""
-    settings.validated(node)
+    Returns a LATENT at the clean end; for EDICT it carries the pair, which EDICT Invert
+    takes back exactly.
+    """
+    method = method.validated(node)
     samples = _samples(node, latent)
-    kind, latent_format = _model_identity(model)
+    model = guider.model_patcher
+    identity = _model_identity(model)
     record = read_record(latent)
-    title = METHOD_TITLES[settings.method]
     if record is not None and record["state"] == "noisy":
-        if record["method"] != settings.method:
+        if record["method"] != method.name:
             other = METHOD_TITLES[record["method"]]
             raise NodeInputError(node, "latent_image", f"it was inverted with {other} Invert.",
-                                 f"Connect it to {other} Sample, or invert with {title} Invert.")
-        check_pair(node, record, samples, kind, latent_format)
-        _log_widget_differences(node, record, settings)
-        settings = Settings(method=settings.method, steps=record["steps"], scheduler=record["scheduler"],
-                            denoise=record["denoise"], mix_weight=record.get("mix_weight", 0.93),
-                            leapfrog=record.get("leapfrog", True), gamma=record.get("gamma", 0.94))
-        sigmas = record["sigmas"]
-        start = (record["branch"], record["partner"])
-        source = record["source"]
+                                 f"Connect it to {other} Sample, or invert with {method.title} Invert.")
+        check_pair(node, record, samples, identity)
+        method, schedule_fields = _follow_record(node, record, method, schedule)
+        prepared, source = record["sigmas"], record["source"]
+        start, noise_tensor = (record["branch"], record["partner"]), None
     else:
+        if sigmas is None or noise is None:
+            raise NodeInputError(node, "latent_image", "it is a plain latent, and a plain latent is "
+                                 "sampled from noise, which needs sigmas and noise.",
+                                 "Connect the SIGMAS and NOISE inputs, or an inverted latent.")
         samples = comfy.sample.fix_empty_latent_channels(model, samples)
-        sigmas = _sigmas(model, settings)
-        start = None
-        source = samples
-        if len(sigmas) < 2:  # denoise 0
+        prepared = prepare(node, model, sigmas)
+        if prepared is None:  # denoise 0
             return dict(latent)
-        noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
-    steps = len(sigmas) - 1
-    clean_level = float(sigmas[-1])
+        schedule_fields = schedule.fields() if schedule else {}
+        noise_tensor = noise.generate_noise(dict(latent, samples=samples))
+        source, start = samples, None
+    steps = len(prepared) - 1
+    method.check_steps(node, steps)
+    clean_level = float(prepared[-1])
 
     def routine(session):
+        spec, settings = method.spec, dict(callback=session.report, **method.params)
         if start is not None:
             pair = [session.to_model_space(t) for t in start]
+            out = spec.sample_pair(session.denoise, pair, prepared, session.input_scale, **settings)
         else:
             clean = samples.to(session.device, session.dtype)
             if torch.count_nonzero(clean) > 0:  # as KSampler: an empty latent is not shifted
                 clean = session.to_model_space(clean)
-            noisy = session.enter_noisy(clean, noise, sigmas)
-            pair = [noisy, noisy]
-        if settings.method == "edict":
-            out = core.sample_edict(session.denoise, pair, sigmas, session.input_scale,
-                                    settings.mix_weight, settings.leapfrog, callback=session.report)
-        elif start is not None:
-            out = [core.sample_bdia_pair(session.denoise, pair, sigmas, session.input_scale,
-                                         settings.gamma, callback=session.report)]
-        else:
-            out = [core.sample_bdia(session.denoise, pair[0], sigmas, session.input_scale,
-                                    settings.gamma, callback=session.report)]
+            noisy = session.enter_noisy(clean, noise_tensor, prepared)
+            out = spec.sample_noise(session.denoise, (noisy, noisy) if spec.pair_in else noisy, prepared,
+                                    session.input_scale, **settings)
+        out = out if spec.pair_in else [out]
         return [session.to_latent_space(session.leave_clean(t, clean_level)) for t in out]
 
-    result = run_in_session(node, model, positive, negative, cfg, samples, sigmas, steps, routine, seed=seed)
+    result = run_in_session(node, guider, source, prepared, steps, routine,
+                            seed=getattr(noise, "seed", 0) or 0, denoise_mask=latent.get("noise_mask"))
     result = _keep_outside_mask(latent, source, result)
-    if settings.method == "edict":
+    if method.spec.pair_in:
         # The pair at the clean end: EDICT Invert takes it back exactly.
-        return with_record(latent, result[0], result[1], method="edict", state="clean", source=source,
-                           sigmas=sigmas, model_sampling=kind, latent_format=latent_format,
-                           **settings.trajectory_fields())
+        return with_record(latent, result[0], result[1], method=method.name, state="clean", source=source,
+                           sigmas=prepared, **identity,
+                           **method.params, **schedule_fields)
     return plain_latent(latent, result[0])
 
 
-def ddim_baseline(model, positive, negative, cfg, tensor, settings, invert):
-    """DDIM inversion (the usual "unsampling") or DDIM sampling in the same session
-    machinery as the nodes: the approximate baseline that the exact methods are measured
-    against (tests and bench/); not a node. invert=True takes a clean latent [B, C, H, W]
-    (latent space) to the noisy state at sigmas[0] (sampler space, state dtype); invert=False
-    takes such a noisy state back to a clean latent (latent space)."""
-    sigmas = _sigmas(model, settings)
-    clean_level = float(sigmas[-1])
+def invert_simple(node, model, positive, negative, latent, cfg, schedule, method):
+    """invert() for the simple nodes' widgets."""
+    method = method.validated(node)
+    schedule = schedule.validated(node, method)
+    return invert(node, simple_guider(model, positive, negative, cfg), latent, schedule.sigmas(model),
+                  method, schedule)
 
-    def routine(session):
-        if invert:
-            x = session.enter_clean(session.to_model_space(tensor), clean_level)
-            return [core.invert_ddim(session.denoise, x, sigmas, callback=session.report)]
-        x = core.sample_ddim(session.denoise, tensor.to(session.device, session.dtype), sigmas,
-                             callback=session.report)
-        return [session.to_latent_space(session.leave_clean(x, clean_level))]
 
-    result, = run_in_session("DDIM", model, positive, negative, cfg, tensor.to(torch.float32), sigmas,
-                             len(sigmas) - 1, routine)
-    return result
+def sample_simple(node, model, positive, negative, latent, cfg, seed, schedule, method):
+    """sample() for the simple nodes' widgets; the seed makes KSampler's noise."""
+    method = method.validated(node)
+    schedule = schedule.validated(node, method)
+    return sample(node, simple_guider(model, positive, negative, cfg), latent, method,
+                  schedule.sigmas(model), SeededNoise(seed), schedule)
 
 
 def mix_pair(node, latent, weight):
@@ -243,9 +281,9 @@ def mix_pair(node, latent, weight):
         raise NodeInputError(node, "latent", "it is a plain latent with no EDICT pair.",
                              "Connect the output of EDICT Sample or EDICT Invert.")
     if record["method"] != "edict":
-        raise NodeInputError(node, "latent", "it holds a BDIA pair, whose two states sit at "
-                             "different noise levels and cannot be mixed.",
-                             "Connect BDIA Sample's output to VAE Decode directly.")
+        raise NodeInputError(node, "latent", f"it holds a {METHOD_TITLES[record['method']]} pair, whose "
+                             "two states sit at different noise levels and cannot be mixed.",
+                             f"Connect {METHOD_TITLES[record['method']]} Sample's output to VAE Decode directly.")
     if not 0.0 <= float(weight) <= 1.0:
         raise NodeInputError(node, "weight", f"weight must be in [0, 1], got {weight}.",
                              "0.5 averages the two branches.")

@@ -12,14 +12,18 @@ record = {
     "method": "edict" | "bdia",
     "state": "noisy" (made by an Invert node: the pair sits at sigmas[0]) |
              "clean" (made by EDICT Sample: the pair sits at sigmas[-1]),
-    "branch":  float64 [B, C, H, W], latent space: `samples` before its float32 cast,
-    "partner": float64 [B, C, H, W], latent space: EDICT's y, or BDIA's X_1 at sigmas[1],
-    "source": [B, C, H, W], latent space: the clean latent the pair was made from (Invert's
-              input, or the plain latent EDICT Sample started from); a noise_mask keeps it
+    "branch":  float64 [B, C, ...] ([B, C, H, W] or video [B, C, T, H, W]), latent space:
+               `samples` before its float32 cast,
+    "partner": float64, the same shape: EDICT's y, or BDIA's X_1 at sigmas[1],
+    "source": the same shape, latent space: the clean latent the pair was made from (Invert's
+              input, or the plain latent EDICT Sample started from); both directions hand it
+              to the guider (concat-conditioned models read it), and a noise_mask keeps it
               outside the mask,
-    "sigmas": float64 [N + 1], the prepared schedule (descending),
-    "steps", "scheduler", "denoise": the widget values it was made with,
-    "mix_weight", "leapfrog" (EDICT) | "gamma" (BDIA),
+    "sigmas": float64 [N + 1], the prepared schedule (descending) that was actually run,
+    "mix_weight", "leapfrog" (EDICT) | "gamma" (BDIA): the method's settings,
+    "steps", "scheduler", "denoise": the simple nodes' widget values (absent when an advanced
+              node took a SIGMAS input),
+    "model_class": "BaseModel" | "SDXL" | "SD3" | "Flux" | "WAN21" | ...: ComfyUI's model class,
     "model_sampling": "EPS" | "V_PREDICTION" | "EDM" | "CONST" | ...,
     "latent_format": "SD15" | "SDXL" | "SD3" | "Flux" | ...,
 }
@@ -28,9 +32,9 @@ record = {
 import torch
 
 from .errors import NodeInputError
+from .methods import METHOD_TITLES
 
 RECORD_KEY = "exact_inversion"
-METHOD_TITLES = {"edict": "EDICT", "bdia": "BDIA"}
 
 
 def read_record(latent):
@@ -52,9 +56,16 @@ def plain_latent(latent, samples):
     return out
 
 
-def check_pair(node, record, samples, model_kind, latent_format):
-    """Refuse a pair that cannot regenerate exactly with this model and latent."""
+def check_pair(node, record, samples, identity):
+    """Refuse a pair that cannot regenerate exactly with this model and latent. identity:
+    {"model_class", "model_sampling", "latent_format"} of the model at hand."""
     title = METHOD_TITLES[record["method"]]
+    model_kind, latent_format = identity["model_sampling"], identity["latent_format"]
+    if record.get("model_class", identity["model_class"]) != identity["model_class"]:
+        raise NodeInputError(
+            node, "model",
+            f"latent_image was inverted with a {record['model_class']} model, but this model is a "
+            f"{identity['model_class']}.", f"Connect the model that {title} Invert used.")
     if record["model_sampling"] != model_kind:
         raise NodeInputError(
             node, "model",

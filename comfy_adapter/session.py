@@ -1,6 +1,6 @@
 """Run an edict_core routine inside one real ComfyUI sampling session.
 
-`run_in_session` hands ComfyUI's CFGGuider a custom Sampler, so the model is loaded and
+`run_in_session` hands a ComfyUI guider (CFGGuider or any subclass) a custom Sampler, so the model is loaded and
 patched once, cond and uncond go out in one batch, and LoRA, ControlNet, hooks and model
 wrappers apply as they do for KSampler. The routine gets a `ModelSession`: the guided
 denoiser in sampler space, the model's input scaling c(sigma), the two ends of the state
@@ -14,6 +14,7 @@ kept on the Sampler object and never goes through that path.
 """
 
 import logging
+from contextlib import contextmanager
 
 import torch
 from tqdm.auto import tqdm
@@ -68,7 +69,7 @@ def diverged(node, when):
 class ModelSession:
     """What an edict_core routine needs from ComfyUI during one sampling session.
 
-    `denoise(x, sigma)` is edict_core's `model`: x [B, C, H, W] in sampler space at noise
+    `denoise(x, sigma)` is edict_core's `model`: x [B, C, ...] in sampler space at noise
     level sigma (state dtype), returns the CFG-combined denoised estimate, same shape, in
     float32 (edict_core's arithmetic promotes it to the state dtype; no float64 copy is
     kept). The network itself runs in its own dtype: the state goes in as float32, the
@@ -96,7 +97,7 @@ class ModelSession:
         return float(self.model_sampling.calculate_input(torch.tensor(sigma, dtype=torch.float64), one))
 
     def to_model_space(self, latent):
-        """Latent space ([B, C, H, W], as in LATENT["samples"]) -> the model's latent space,
+        """Latent space ([B, C, ...], as in LATENT["samples"]) -> the model's latent space,
         on the session's device in the state dtype."""
         latent = latent.to(self.device, self.dtype)
         return self.model_wrap.inner_model.process_latent_in(latent)
@@ -131,6 +132,23 @@ class ModelSession:
         comfy.model_management.throw_exception_if_processing_interrupted()
 
 
+@contextmanager
+def model_session(node, model_wrap, extra_args, callback, total_steps, device, disable_pbar):
+    """A ModelSession inside a Sampler's `sample`, with ComfyUI's progress bar (tqdm in the
+    terminal, the node's bar and live preview in the UI through `callback`)."""
+    bar = tqdm(total=total_steps, disable=disable_pbar)
+
+    def progress(info):
+        bar.update(1)
+        if callback is not None:
+            callback(info["i"], info["denoised"].to(torch.float32), info["x"].to(torch.float32), total_steps)
+
+    try:
+        yield ModelSession(node, model_wrap, extra_args, progress, total_steps, device)
+    finally:
+        bar.close()
+
+
 class _RoutineSampler(comfy.samplers.Sampler):
     def __init__(self, node, routine, total_steps):
         self.node = node
@@ -140,40 +158,30 @@ class _RoutineSampler(comfy.samplers.Sampler):
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None,
                denoise_mask=None, disable_pbar=False):
-        bar = tqdm(total=self.total_steps, disable=disable_pbar)
-
-        def progress(info):
-            bar.update(1)
-            if callback is not None:
-                callback(info["i"], info["denoised"].to(torch.float32), info["x"].to(torch.float32),
-                         self.total_steps)
-
-        try:
-            session = ModelSession(self.node, model_wrap, extra_args, progress, self.total_steps,
-                                   noise.device)
+        with model_session(self.node, model_wrap, extra_args, callback, self.total_steps, noise.device,
+                           disable_pbar) as session:
             self.result = self.routine(session)
-        finally:
-            bar.close()
         return noise  # ComfyUI casts and shifts this; the real result is self.result
 
 
-def run_in_session(node, model, positive, negative, cfg, latent, sigmas, total_steps, routine, seed=0):
-    """Run `routine(session)` inside one CFGGuider sampling session and return its result,
+def run_in_session(node, guider, latent, sigmas, total_steps, routine, seed=0, denoise_mask=None):
+    """Run `routine(session)` inside one sampling session of `guider` and return its result,
     a list of finite tensors. `node` names the node in errors.
 
-    model: a ComfyUI MODEL (ModelPatcher). latent: LATENT["samples"] [B, C, H, W], used for
-    shapes, device placement and conds that look at the input latent. sigmas: the schedule
-    the routine walks (descending); ComfyUI exposes it to model patches as sample_sigmas.
-    total_steps: how many times the routine reports, for the progress bar.
+    guider: a ComfyUI GUIDER (CFGGuider or a subclass: BasicGuider, DualCFGGuider, ...) with
+    its model and conds set. latent: [B, C, ...] latent space, the clean latent that both
+    directions of a round trip hand to the guider (shapes, device placement, and the conds
+    of concat-conditioned models, which fall back to it). sigmas: the schedule the routine
+    walks (descending); ComfyUI exposes it to model patches as sample_sigmas. total_steps:
+    how many times the routine reports, for the progress bar. denoise_mask: the latent's
+    noise_mask, which such conds also read; the masking itself is the caller's.
     """
-    guider = comfy.samplers.CFGGuider(model)
-    guider.set_conds(positive, negative)
-    guider.set_cfg(cfg)
     sampler = _RoutineSampler(node, routine, total_steps)
-    callback = latent_preview.prepare_callback(model, total_steps)
+    callback = latent_preview.prepare_callback(guider.model_patcher, total_steps)
     latent = latent.to(torch.float32)
     guider.sample(torch.zeros_like(latent), latent, sampler, sigmas.to(torch.float32),
-                  callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+                  denoise_mask=denoise_mask, callback=callback,
+                  disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
     if not all(torch.isfinite(t).all() for t in sampler.result):
         raise diverged(node, f"after the last of its {total_steps} steps")
     return sampler.result

@@ -1,5 +1,10 @@
 """Pieces every method shares."""
 
+# The papers' settings, and the nodes' defaults: EDICT's mixing weight p (Wallace et al.)
+# and BDIA's gamma (the authors' editing notebook).
+DEFAULT_MIX_WEIGHT = 0.93
+DEFAULT_GAMMA = 0.94
+
 
 def direction(model, x, sigma):
     """d(x, sigma) = (x - D(x, sigma)) / sigma: k-diffusion's to_d, the predicted noise for

@@ -8,6 +8,8 @@ section 4.
 
 from ._common import direction, levels, report
 
+MIN_STEPS = 2
+
 
 def _ratio(sigmas, k, input_scale):
     # r = c(sigma_{k-1}) / c(sigma_{k+1}) turns the VP-space recurrence of the paper into
@@ -18,7 +20,7 @@ def _ratio(sigmas, k, input_scale):
 def sample_bdia_pair(model, pair, sigmas, input_scale, gamma, callback=None):
     """Generate from the pair (X_0, X_1) at (sigmas[0], sigmas[1]) down to sigmas[-1].
 
-    pair: two [B, C, H, W] tensors, as returned by invert_bdia. Returns X_N at sigmas[-1],
+    pair: two [B, C, ...] tensors, as returned by invert_bdia. Returns X_N at sigmas[-1],
     N = len(sigmas) - 1 >= 1. One model call per step, N - 1 in all.
     """
     sigmas = levels(sigmas)
@@ -36,7 +38,7 @@ def sample_bdia_pair(model, pair, sigmas, input_scale, gamma, callback=None):
 def sample_bdia(model, x, sigmas, input_scale, gamma, callback=None):
     """Generate from one noisy latent x at sigmas[0] down to sigmas[-1].
 
-    x: [B, C, H, W] at sigmas[0]. The first step is plain DDIM (there is no earlier state
+    x: [B, C, ...] at sigmas[0]. The first step is plain DDIM (there is no earlier state
     yet), the rest are BDIA. Returns the state at sigmas[-1]. One model call per step.
     """
     sigmas = levels(sigmas)
@@ -51,15 +53,17 @@ def sample_bdia(model, x, sigmas, input_scale, gamma, callback=None):
 def invert_bdia(model, x, sigmas, input_scale, gamma, callback=None):
     """Invert the clean-end state x at sigmas[-1] up to the pair (X_0, X_1).
 
-    x: [B, C, H, W] at sigmas[-1]. The first step up is plain DDIM inversion; every later one
+    x: [B, C, ...] at sigmas[-1]. The first step up is plain DDIM inversion; every later one
     solves the BDIA recurrence for the earlier state, so sample_bdia_pair with the same
     model and settings returns x to float rounding. Returns (X_0, X_1) at
-    (sigmas[0], sigmas[1]). One model call per step, N = len(sigmas) - 1 >= 1 in all.
+    (sigmas[0], sigmas[1]). One model call per step, N = len(sigmas) - 1 >= 2 in all.
     """
     sigmas = levels(sigmas)
     n = len(sigmas) - 1
-    if n < 1:
-        raise ValueError("BDIA inversion needs at least one step.")
+    if n < MIN_STEPS:
+        # With one step the pair is (DDIM-inverted x, x) and sampling hands x back without a
+        # model call: an "edit" would ignore its prompt.
+        raise ValueError(f"BDIA needs at least {MIN_STEPS} steps, got {n}.")
     e, denoised = direction(model, x, sigmas[n])
     following, current = x, x + (sigmas[n - 1] - sigmas[n]) * e
     report(callback, 0, sigmas[n - 1], current, denoised)

@@ -6,7 +6,7 @@ affine in the branch being changed, so the inverse applies the same network call
 reverse order. See algorithms.md section 3.
 """
 
-from ._common import direction, levels, report
+from ._common import DEFAULT_MIX_WEIGHT, direction, levels, report
 
 
 def _x_goes_first(k, leapfrog):
@@ -24,7 +24,7 @@ def _step_inputs(sigmas, k, input_scale):
     return sigma_a, sigma_b - sigma_a, rescale
 
 
-def sample_edict(model, pair, sigmas, input_scale, mix_weight=0.93, leapfrog=True, callback=None):
+def sample_edict(model, pair, sigmas, input_scale, mix_weight=DEFAULT_MIX_WEIGHT, leapfrog=True, callback=None):
     """Generate: move the pair from sigmas[0] down to sigmas[-1].
 
     pair: (x, y), each [B, C, H, W] at noise level sigmas[0], ideally float64; not modified.
@@ -38,6 +38,9 @@ def sample_edict(model, pair, sigmas, input_scale, mix_weight=0.93, leapfrog=Tru
     sigmas = levels(sigmas)
     for k in range(len(sigmas) - 1):
         sigma_a, h, rescale = _step_inputs(sigmas, k, input_scale)
+        # `first` and `second` are x and y themselves, not copies: the in-place updates below
+        # change the pair. Rebinding either name (first = first + ...) would silently leave
+        # x and y behind; test_core's round trips would catch it.
         first, second = (x, y) if _x_goes_first(k, leapfrog) else (y, x)
         first.add_(direction(model, second, sigma_a)[0], alpha=h)
         d_first, denoised = direction(model, first * rescale, sigma_a)
@@ -49,7 +52,7 @@ def sample_edict(model, pair, sigmas, input_scale, mix_weight=0.93, leapfrog=Tru
     return x, y
 
 
-def invert_edict(model, pair, sigmas, input_scale, mix_weight=0.93, leapfrog=True, callback=None):
+def invert_edict(model, pair, sigmas, input_scale, mix_weight=DEFAULT_MIX_WEIGHT, leapfrog=True, callback=None):
     """Invert: move the pair from sigmas[-1] up to sigmas[0], undoing sample_edict exactly.
 
     pair: (x, y), each [B, C, H, W] at noise level sigmas[-1]; a clean latent enters as
@@ -64,7 +67,7 @@ def invert_edict(model, pair, sigmas, input_scale, mix_weight=0.93, leapfrog=Tru
         sigma_a, h, rescale = _step_inputs(sigmas, k, input_scale)
         y.sub_(x, alpha=1 - p).div_(p)
         x.sub_(y, alpha=1 - p).div_(p)
-        first, second = (x, y) if _x_goes_first(k, leapfrog) else (y, x)
+        first, second = (x, y) if _x_goes_first(k, leapfrog) else (y, x)  # aliases (see sample_edict)
         second.sub_(direction(model, first * rescale, sigma_a)[0], alpha=h)
         d_second, denoised = direction(model, second, sigma_a)
         first.sub_(d_second, alpha=h)

@@ -4,14 +4,16 @@ import math
 
 import torch
 
+from ._common import DEFAULT_MIX_WEIGHT
+
 
 def check_mix_weight(mix_weight):
     """EDICT's mixing weight p: inversion divides by it, and p > 1 makes mixing expansive."""
     mix_weight = float(mix_weight)
     if not (math.isfinite(mix_weight) and 0.0 < mix_weight <= 1.0):
         raise ValueError(
-            f"mix_weight must be in (0, 1], got {mix_weight}. The EDICT paper uses 0.93; "
-            "1.0 turns mixing off.")
+            f"mix_weight must be in (0, 1], got {mix_weight}. The EDICT paper uses "
+            f"{DEFAULT_MIX_WEIGHT}; 1.0 turns mixing off.")
     return mix_weight
 
 
@@ -25,9 +27,9 @@ def check_gamma(gamma):
     return gamma
 
 
-def check_steps(steps):
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be a whole number of at least 1, got {steps}.")
+def check_steps(steps, minimum=1):
+    if isinstance(steps, bool) or int(steps) != steps or steps < minimum:
+        raise ValueError(f"steps must be a whole number of at least {minimum}, got {steps}.")
     return int(steps)
 
 

@@ -2,13 +2,15 @@
 
 import comfy.samplers
 
+from .. import edict_core as core
 from ..comfy_adapter import operations
-from ..comfy_adapter.operations import Settings
+from ..comfy_adapter.methods import SPECS, Method
+from ..comfy_adapter.operations import Schedule
 
 CATEGORY = "sampling/exact inversion"
 
 
-def _common_inputs(latent_tooltip, with_seed):
+def _common_inputs(latent_tooltip, with_seed, method):
     inputs = {
         "model": ("MODEL", {"tooltip": "The diffusion model. Invert and sample with the same model, "
                             "LoRAs and patches, or the round trip is not exact."}),
@@ -23,7 +25,7 @@ def _common_inputs(latent_tooltip, with_seed):
                                   "tooltip": "Noise seed, used only for a plain latent (text-to-image "
                                   "or img2img). An inverted latent needs no noise."})
     inputs.update({
-        "steps": ("INT", {"default": 50, "min": 1, "max": 10000,
+        "steps": ("INT", {"default": 50, "min": SPECS[method].min_steps, "max": 10000,
                           "tooltip": "Steps that run. With denoise < 1 they cover the last part "
                           "of a schedule of steps / denoise steps, as in KSampler."}),
         "cfg": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
@@ -39,16 +41,16 @@ def _common_inputs(latent_tooltip, with_seed):
 
 
 EDICT_INPUTS = {
-    "mix_weight": ("FLOAT", {"default": 0.93, "min": 0.01, "max": 1.0, "step": 0.01,
-                             "tooltip": "EDICT's mixing weight p in (0, 1]. 0.93 as in the paper; "
+    "mix_weight": ("FLOAT", {"default": core.DEFAULT_MIX_WEIGHT, "min": 0.01, "max": 1.0, "step": 0.01,
+                             "tooltip": f"EDICT's mixing weight p in (0, 1]. {core.DEFAULT_MIX_WEIGHT} as in the paper; "
                              "lower couples the two branches more strongly."}),
     "leapfrog": ("BOOLEAN", {"default": True,
                              "tooltip": "Alternate which branch is updated first on each step, as in "
                              "the paper."}),
 }
 BDIA_INPUTS = {
-    "gamma": ("FLOAT", {"default": 0.94, "min": 0.01, "max": 1.0, "step": 0.01,
-                        "tooltip": "BDIA's gamma in (0, 1]. 0.92 to 1.0 for edits (0.94 in the "
+    "gamma": ("FLOAT", {"default": core.DEFAULT_GAMMA, "min": 0.01, "max": 1.0, "step": 0.01,
+                        "tooltip": f"BDIA's gamma in (0, 1]. 0.92 to 1.0 for edits ({core.DEFAULT_GAMMA} in the "
                         "authors' notebook); about 0.5 for 10-step text-to-image."}),
 }
 
@@ -71,12 +73,13 @@ class EDICTInvert:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {**_common_inputs(INVERT_LATENT, with_seed=False), **EDICT_INPUTS}}
+        return {"required": {**_common_inputs(INVERT_LATENT, False, "edict"), **EDICT_INPUTS}}
 
     def invert(self, model, positive, negative, latent_image, steps, cfg, scheduler, denoise,
                mix_weight, leapfrog):
-        settings = Settings("edict", steps, scheduler, denoise, mix_weight=mix_weight, leapfrog=leapfrog)
-        return (operations.invert("EDICT Invert", model, positive, negative, latent_image, cfg, settings),)
+        method = Method("edict", {"mix_weight": mix_weight, "leapfrog": leapfrog})
+        return (operations.invert_simple("EDICT Invert", model, positive, negative, latent_image, cfg,
+                                         Schedule(steps, scheduler, denoise), method),)
 
 
 class EDICTSample:
@@ -90,12 +93,13 @@ class EDICTSample:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {**_common_inputs(SAMPLE_LATENT, with_seed=True), **EDICT_INPUTS}}
+        return {"required": {**_common_inputs(SAMPLE_LATENT, True, "edict"), **EDICT_INPUTS}}
 
     def sample(self, model, positive, negative, latent_image, seed, steps, cfg, scheduler, denoise,
                mix_weight, leapfrog):
-        settings = Settings("edict", steps, scheduler, denoise, mix_weight=mix_weight, leapfrog=leapfrog)
-        return (operations.sample("EDICT Sample", model, positive, negative, latent_image, cfg, seed, settings),)
+        method = Method("edict", {"mix_weight": mix_weight, "leapfrog": leapfrog})
+        return (operations.sample_simple("EDICT Sample", model, positive, negative, latent_image, cfg, seed,
+                                         Schedule(steps, scheduler, denoise), method),)
 
 
 class BDIAInvert:
@@ -109,11 +113,11 @@ class BDIAInvert:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {**_common_inputs(INVERT_LATENT, with_seed=False), **BDIA_INPUTS}}
+        return {"required": {**_common_inputs(INVERT_LATENT, False, "bdia"), **BDIA_INPUTS}}
 
     def invert(self, model, positive, negative, latent_image, steps, cfg, scheduler, denoise, gamma):
-        settings = Settings("bdia", steps, scheduler, denoise, gamma=gamma)
-        return (operations.invert("BDIA Invert", model, positive, negative, latent_image, cfg, settings),)
+        return (operations.invert_simple("BDIA Invert", model, positive, negative, latent_image, cfg,
+                                         Schedule(steps, scheduler, denoise), Method("bdia", {"gamma": gamma})),)
 
 
 class BDIASample:
@@ -126,11 +130,11 @@ class BDIASample:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {**_common_inputs(SAMPLE_LATENT, with_seed=True), **BDIA_INPUTS}}
+        return {"required": {**_common_inputs(SAMPLE_LATENT, True, "bdia"), **BDIA_INPUTS}}
 
     def sample(self, model, positive, negative, latent_image, seed, steps, cfg, scheduler, denoise, gamma):
-        settings = Settings("bdia", steps, scheduler, denoise, gamma=gamma)
-        return (operations.sample("BDIA Sample", model, positive, negative, latent_image, cfg, seed, settings),)
+        return (operations.sample_simple("BDIA Sample", model, positive, negative, latent_image, cfg, seed,
+                                         Schedule(steps, scheduler, denoise), Method("bdia", {"gamma": gamma})),)
 
 
 class LatentPairMix:

@@ -13,15 +13,15 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.append(os.path.join(REPO, "tests"))
+sys.path.append(REPO)  # for harness/; appended, so the pack's nodes/ never shadows ComfyUI's
 
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from comfy_harness import CKPT_NAME, PACK_NAME  # noqa: E402
-from server import ComfyServer, prepare_base as prepare_server_base  # noqa: E402
-from workflows import INPUT_IMAGE, adapted, api_prompt, nodes_of_type  # noqa: E402
+from harness.comfy import CKPT_NAME, PACK_NAME  # noqa: E402
+from harness.server import ComfyServer, prepare_base as prepare_server_base  # noqa: E402
+from harness.workflows import INPUT_IMAGE, adapted, api_prompt, nodes_of_type  # noqa: E402
 
 BASE = os.path.join(REPO, ".demo")  # reused between runs: the tiny checkpoint is built once
 # Round-trip latents to save, by the class of the node that makes them.

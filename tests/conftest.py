@@ -13,7 +13,7 @@ import pytest
 def comfy(tmp_path_factory):
     """A real ComfyUI in this process with the pack loaded and the tiny checkpoint built.
     Yields ComfyUI's `nodes` module; `nodes.tiny` holds the loaded model, clip and vae."""
-    from comfy_harness import start_with_tiny_checkpoint
+    from harness.comfy import start_with_tiny_checkpoint
 
     return start_with_tiny_checkpoint(str(tmp_path_factory.mktemp("comfy_base")))
 
@@ -22,7 +22,7 @@ def comfy(tmp_path_factory):
 def scene(comfy):
     """Prompts and a 2-image latent, encoded by the tiny checkpoint."""
     import torch
-    from comfy_harness import drawn_images
+    from harness.comfy import drawn_images
 
     clip, vae = comfy.tiny["clip"], comfy.tiny["vae"]
     encode = comfy.CLIPTextEncode().encode
@@ -40,7 +40,7 @@ def server(tmp_path_factory):
     """One real ComfyUI server (main.py --cpu on 127.0.0.1) for every server and browser test,
     over a base directory of its own: the pack, the tiny checkpoint, the drawn input picture
     under the examples' name, and a returning user's UI settings."""
-    from server import ComfyServer, prepare_base
+    from harness.server import ComfyServer, prepare_base
 
     server = ComfyServer(prepare_base(str(tmp_path_factory.mktemp("server_base")))).start()
     yield server

@@ -8,9 +8,9 @@ import time
 import pytest
 from playwright.sync_api import sync_playwright
 
-from browser import GRAPH_PROBLEMS, SET_WIDGETS, drop_workflow, launch_chromium, open_frontend
-from comfy_harness import CKPT_NAME, REPO
-from workflows import DEFAULT_CKPT, NAMES, ui_text
+from harness.browser import GRAPH_PROBLEMS, SET_WIDGETS, drop_workflow, launch_chromium, open_frontend
+from harness.comfy import CKPT_NAME, REPO
+from harness.workflows import DEFAULT_CKPT, NAMES, ui_text
 
 ARTIFACTS = os.path.join(REPO, "tests", "artifacts")
 # Small enough for two CPU cores; the examples' own 50 steps are for real use.

@@ -73,6 +73,7 @@ def flow_schedule(steps, denoise=1.0):
 # Step counts: even, odd, and the odd counts that a partial denoise leaves
 # (e.g. 7 steps at denoise 0.8 run the last 7 of an 8-step schedule).
 STEP_CASES = [(10, 1.0), (11, 1.0), (7, 0.8), (25, 0.6), (1, 1.0)]
+BDIA_STEP_CASES = STEP_CASES[:-1]  # BDIA needs two steps (test_invert_bdia_needs_two_steps)
 
 
 @pytest.mark.parametrize("steps,denoise", STEP_CASES)
@@ -92,7 +93,7 @@ def test_edict_round_trip_is_exact(steps, denoise, leapfrog, mix_weight):
     assert core.relative_error(noisy[0], x0) > 0.5
 
 
-@pytest.mark.parametrize("steps,denoise", STEP_CASES)
+@pytest.mark.parametrize("steps,denoise", BDIA_STEP_CASES)
 @pytest.mark.parametrize("gamma", [0.5, 1.0])
 def test_bdia_round_trip_is_exact(steps, denoise, gamma):
     model, x0 = AnalyticDenoiser(), clean_latent()
@@ -203,6 +204,23 @@ def reference_edict_generate(eps, z_pair, sigmas, p, leapfrog):
     return x, y
 
 
+def reference_edict_invert(eps, z_pair, sigmas, p, leapfrog):
+    """salesforce/EDICT's inverse step: unmix, then undo the coupled step, k = N-1 .. 0."""
+    x, y = z_pair
+    for k in reversed(range(len(sigmas) - 1)):
+        a_cur, a_next = alpha_bar(sigmas[k]), alpha_bar(sigmas[k + 1])
+        a = math.sqrt(a_next / a_cur)
+        b = math.sqrt(1 - a_next) - math.sqrt(a_next * (1 - a_cur) / a_cur)
+        y = (y - (1 - p) * x) / p
+        x = (x - (1 - p) * y) / p
+        x_first = not leapfrog or k % 2 == 0
+        first, second = (x, y) if x_first else (y, x)
+        second = (second - b * eps(first, sigmas[k])) / a
+        first = (first - b * eps(second, sigmas[k])) / a
+        x, y = (first, second) if x_first else (second, first)
+    return x, y
+
+
 def reference_ddim(z, eps_value, sigma_from, sigma_to):
     a_from, a_to = alpha_bar(sigma_from), alpha_bar(sigma_to)
     z0 = (z - math.sqrt(1 - a_from) * eps_value) / math.sqrt(a_from)
@@ -219,6 +237,42 @@ def reference_bdia_generate(eps, z_pair, sigmas, gamma):
                      + reference_ddim(current, e, sigmas[k], sigmas[k + 1]))
         previous, current = current, following
     return current
+
+
+def reference_bdia_invert(eps, z, sigmas, gamma):
+    """The BDIA update solved for z_{k-1}: one DDIM inversion step from the clean end, then
+    z_{k-1} = DDIM(z_k -> k-1) + (z_{k+1} - DDIM(z_k -> k+1)) / gamma."""
+    n = len(sigmas) - 1
+    following, current = z, reference_ddim(z, eps(z, sigmas[n]), sigmas[n], sigmas[n - 1])
+    for k in range(n - 1, 0, -1):
+        e = eps(current, sigmas[k])
+        previous = (reference_ddim(current, e, sigmas[k], sigmas[k - 1])
+                    + (following - reference_ddim(current, e, sigmas[k], sigmas[k + 1])) / gamma)
+        following, current = current, previous
+    return current, following
+
+
+@pytest.mark.parametrize("steps", [11, 12])
+@pytest.mark.parametrize("leapfrog", [True, False])
+def test_edict_inversion_matches_reference(leapfrog, steps):
+    net, sigmas = AnalyticEps(), schedule(steps)
+    s = [float(v) for v in sigmas]
+    x, y = clean_latent(5), clean_latent(6)
+    ours = core.invert_edict(net.denoiser, (x, y), sigmas, eps_scale, 0.93, leapfrog)
+    ref = reference_edict_invert(net.eps, (eps_scale(s[-1]) * x, eps_scale(s[-1]) * y), s, 0.93, leapfrog)
+    for mine, theirs in zip(ours, ref):
+        assert core.relative_error(eps_scale(s[0]) * mine, theirs) <= 1e-10
+
+
+@pytest.mark.parametrize("steps", [11, 12])
+def test_bdia_inversion_matches_reference(steps):
+    net, sigmas = AnalyticEps(), schedule(steps)
+    s = [float(v) for v in sigmas]
+    x = clean_latent(5)
+    ours = core.invert_bdia(net.denoiser, x, sigmas, eps_scale, 0.94)
+    ref = reference_bdia_invert(net.eps, eps_scale(s[-1]) * x, s, 0.94)
+    for mine, theirs, level in zip(ours, ref, s[:2]):
+        assert core.relative_error(eps_scale(level) * mine, theirs) <= 1e-10
 
 
 @pytest.mark.parametrize("leapfrog", [True, False])
@@ -345,6 +399,10 @@ def test_valid_parameters_pass_through():
     assert core.check_steps(50) == 50
 
 
-def test_invert_bdia_needs_a_step():
-    with pytest.raises(ValueError, match="at least one step"):
-        core.invert_bdia(AnalyticDenoiser(), clean_latent(), torch.tensor([0.03]), eps_scale, 0.9)
+@pytest.mark.parametrize("sigmas", [[0.03], [1.0, 0.03]])
+def test_invert_bdia_needs_two_steps(sigmas):
+    """With one step the pair would be (DDIM step of x, x) and sampling would hand x back
+    without calling the model, so an edit would ignore its prompt."""
+    with pytest.raises(ValueError, match="BDIA needs at least 2 steps"):
+        core.invert_bdia(AnalyticDenoiser(), clean_latent(), torch.tensor(sigmas, dtype=torch.float64),
+                         eps_scale, 0.9)

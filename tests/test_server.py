@@ -9,9 +9,9 @@ import uuid
 
 from PIL import Image
 
-from comfy_harness import CKPT_NAME
-from server import cached_nodes
-from workflows import INPUT_IMAGE, adapted, api_prompt, nodes_of_type, run_again, source_nodes
+from harness.comfy import CKPT_NAME
+from harness.server import cached_nodes
+from harness.workflows import INPUT_IMAGE, adapted, api_prompt, nodes_of_type, run_again, source_nodes
 
 NODE_INPUTS = {
     "EDICTInvert": ["model", "positive", "negative", "latent_image", "steps", "cfg", "scheduler",

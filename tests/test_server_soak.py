@@ -7,8 +7,8 @@ import psutil
 import torch
 from safetensors.torch import load_file
 
-from server import cached_nodes
-from workflows import run_again, source_nodes
+from harness.server import cached_nodes
+from harness.workflows import run_again, source_nodes
 
 RUNS, WARM_UP = 50, 5
 

@@ -9,9 +9,9 @@ import urllib.request
 import pytest
 from playwright.sync_api import sync_playwright
 
-from browser import drop_workflow, graph_to_prompt, launch_chromium, open_frontend
-from comfy_harness import PACK_NAME
-from workflows import DEFAULT_CKPT, NAMES, UI_DIR, api_prompt, nodes_of_type, ui_text
+from harness.browser import drop_workflow, graph_to_prompt, launch_chromium, open_frontend
+from harness.comfy import PACK_NAME
+from harness.workflows import DEFAULT_CKPT, NAMES, UI_DIR, api_prompt, nodes_of_type, ui_text
 
 
 @pytest.fixture(scope="module")

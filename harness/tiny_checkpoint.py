@@ -6,7 +6,7 @@ fast on a CPU. The text encoder is a full-size CLIP-L, the VAE a TAESD. Nothing 
 downloaded; the same seed gives the same file. Weights are written only where asked
 (a temp dir in tests) and never committed.
 
-    python tests/tiny_checkpoint.py OUT.safetensors
+    python -m harness.tiny_checkpoint OUT.safetensors   (from the repository root)
 """
 
 import math
@@ -23,7 +23,7 @@ UNET_CONFIG = dict(
 
 def _import_comfy():
     if "comfy.cli_args" not in sys.modules:
-        from comfy_harness import comfyui_path
+        from .comfy import comfyui_path
         path = comfyui_path()
         if path not in sys.path:
             sys.path.insert(0, path)
@@ -86,5 +86,4 @@ def build_tiny_checkpoint(path, seed=0):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     print(build_tiny_checkpoint(sys.argv[1] if len(sys.argv) > 1 else "tiny_sd15.safetensors"))

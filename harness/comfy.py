@@ -29,7 +29,7 @@ def comfyui_path():
 def make_base_directory(base):
     """Lay out a ComfyUI base directory: the pack linked into custom_nodes, the tiny
     checkpoint in models/checkpoints. Returns the checkpoint's name."""
-    from tiny_checkpoint import build_tiny_checkpoint
+    from .tiny_checkpoint import build_tiny_checkpoint
 
     for sub in ("custom_nodes", "models/checkpoints", "input", "output", "temp", "user"):
         os.makedirs(os.path.join(base, sub), exist_ok=True)
@@ -107,6 +107,32 @@ def run_node(comfy, name, **inputs):
         return getattr(node, node.FUNCTION)(**inputs)[0]
 
 
+def counting_model(model, after_call=None):
+    """A clone of the MODEL `model` that records every network call (one batched cond/uncond
+    evaluation): returns (clone, batches), `batches` growing by each call's batch size.
+
+    after_call(n, output) -> output, if given, runs after the n-th call (n from 1) and may
+    replace its output (to make the model diverge) or act (to press Cancel mid-run)."""
+    batches = []
+    counted = model.clone()
+
+    def wrapper(apply_model, args):
+        output = apply_model(args["input"], args["timestep"], **args["c"])
+        batches.append(args["input"].shape[0])
+        return after_call(len(batches), output) if after_call else output
+
+    counted.set_model_unet_function_wrapper(wrapper)
+    return counted, batches
+
+
+def patched_model(comfy, model, node_name, **options):
+    """`model` through one of ComfyUI's model patch nodes (ModelSamplingDiscrete, ...)."""
+    node = comfy.NODE_CLASS_MAPPINGS[node_name]()
+    return getattr(node, node.FUNCTION)(model, **options)[0]
+
+
 def relative_error(actual, expected):
-    actual, expected = actual.detach().double(), expected.detach().double()
-    return float((actual - expected).norm() / expected.norm())
+    """||actual - expected|| / ||expected|| in float64 (edict_core's, for any tensors)."""
+    from edict_core.validation import relative_error as core_relative_error
+
+    return core_relative_error(actual.detach(), expected.detach())

@@ -13,7 +13,7 @@ import urllib.request
 
 import aiohttp
 
-from comfy_harness import comfyui_path, drawn_images, make_base_directory
+from .comfy import comfyui_path, drawn_images, make_base_directory
 
 
 def prepare_base(base, picture_size=64):
@@ -21,8 +21,8 @@ def prepare_base(base, picture_size=64):
     the examples' input image and a returning user's UI settings. Returns base."""
     from PIL import Image
 
-    from browser import write_user_settings
-    from workflows import INPUT_IMAGE
+    from .browser import write_user_settings
+    from .workflows import INPUT_IMAGE
 
     make_base_directory(base)
     picture = (drawn_images(batch=1, size=picture_size)[0].numpy() * 255).round().astype("uint8")

@@ -5,11 +5,11 @@ checkpoint, fewer steps, smaller images. Shared by the tests and the demo."""
 import json
 import os
 
-from comfy_harness import CKPT_NAME, REPO
+from .comfy import CKPT_NAME, REPO
 
 UI_DIR = os.path.join(REPO, "example_workflows")
 API_DIR = os.path.join(UI_DIR, "api")
-NAMES = ["edict_edit", "bdia_edit", "round_trip_check", "bdia_text_to_image"]
+NAMES = ["edict_edit", "bdia_edit", "round_trip_check", "bdia_text_to_image", "advanced_edit"]
 DEFAULT_CKPT = "v1-5-pruned-emaonly.safetensors"
 INPUT_IMAGE = "example.png"  # what Load Image names in the examples
 

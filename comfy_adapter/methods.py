@@ -1,0 +1,90 @@
+"""The exact methods as the nodes see them: a name, its settings, and its edict_core routines.
+
+A `Method` is what the EXACT_METHOD socket carries between the advanced nodes (made by
+the EDICT / BDIA method nodes, as KSamplerSelect makes a SAMPLER), what the simple nodes
+build from their widgets, and what an inverted latent's record remembers. A new method is
+one `MethodSpec` below over one edict_core function pair.
+"""
+
+from dataclasses import dataclass, field
+
+from .. import edict_core as core
+from .errors import NodeInputError, checked
+
+METHOD_TYPE = "EXACT_METHOD"  # the socket type of the advanced nodes
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One edict_core method. The routines take (model, ..., sigmas, input_scale, **params,
+    callback=...) over sampler-space tensors [B, C, ...]."""
+    title: str
+    defaults: dict  # every setting with its default, in widget order
+    checks: dict  # setting -> edict_core check (raises ValueError with the fix)
+    min_steps: int
+    invert: object  # (model, clean_pair, sigmas, input_scale, **params) -> noisy pair
+    sample_pair: object  # (model, noisy_pair, sigmas, ...) -> state or pair at sigmas[-1]
+    sample_noise: object  # (model, pair_or_x from seeded noise, sigmas, ...) -> as sample_pair
+    pair_in: bool  # the routines take and return a pair of equal-level states (EDICT)
+    calls_per_step: int
+
+
+def _edict_invert(model, pair, sigmas, input_scale, **params):
+    return core.invert_edict(model, pair, sigmas, input_scale, **params)
+
+
+def _bdia_invert(model, pair, sigmas, input_scale, **params):
+    return core.invert_bdia(model, pair[0], sigmas, input_scale, **params)
+
+
+SPECS = {
+    "edict": MethodSpec(
+        title="EDICT", defaults={"mix_weight": core.DEFAULT_MIX_WEIGHT, "leapfrog": True},
+        checks={"mix_weight": core.check_mix_weight, "leapfrog": bool}, min_steps=1,
+        invert=_edict_invert, sample_pair=core.sample_edict, sample_noise=core.sample_edict,
+        pair_in=True, calls_per_step=2),
+    "bdia": MethodSpec(
+        title="BDIA", defaults={"gamma": core.DEFAULT_GAMMA}, checks={"gamma": core.check_gamma},
+        min_steps=core.bdia.MIN_STEPS, invert=_bdia_invert, sample_pair=core.sample_bdia_pair,
+        sample_noise=core.sample_bdia, pair_in=False, calls_per_step=1),
+}
+METHOD_TITLES = {name: spec.title for name, spec in SPECS.items()}
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method and its settings, e.g. Method("bdia", {"gamma": 0.94})."""
+    name: str
+    params: dict = field(default_factory=dict)
+
+    @property
+    def spec(self):
+        return SPECS[self.name]
+
+    @property
+    def title(self):
+        return self.spec.title
+
+    def validated(self, node):
+        """The method with every setting present and checked; errors name the node and input."""
+        params = dict(self.spec.defaults, **self.params)
+        return Method(self.name, {key: checked(node, key, self.spec.checks[key], value)
+                                  for key, value in params.items()})
+
+    def check_steps(self, node, steps, input_name="steps"):
+        if steps < self.spec.min_steps:
+            raise NodeInputError(
+                node, input_name, f"{self.title} needs at least {self.spec.min_steps} steps, the "
+                f"schedule has {steps}: with fewer, sampling would not call the model and an edit "
+                "would ignore its prompt.", f"Use {self.spec.min_steps} or more steps.")
+
+    @classmethod
+    def from_record(cls, record):
+        """The method an inverted latent was made with (its settings are record fields)."""
+        spec = SPECS[record["method"]]
+        return cls(record["method"], {key: record.get(key, default) for key, default in spec.defaults.items()})
+
+    def differences(self, other):
+        """{setting: (ours, other's)} where the two differ."""
+        return {key: (value, other.params.get(key)) for key, value in self.params.items()
+                if other.params.get(key) != value}
