@@ -1,3 +1,7 @@
-from .exact_inversion import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from . import advanced, exact_inversion, storage
+
+_MODULES = (exact_inversion, advanced, storage)
+NODE_CLASS_MAPPINGS = {k: v for module in _MODULES for k, v in module.NODE_CLASS_MAPPINGS.items()}
+NODE_DISPLAY_NAME_MAPPINGS = {k: v for module in _MODULES for k, v in module.NODE_DISPLAY_NAME_MAPPINGS.items()}
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
