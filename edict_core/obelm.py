@@ -1,0 +1,95 @@
+"""O-BELM (Wang et al., NeurIPS 2024, "BELM") in ComfyUI's sampler space.
+
+States X_k sit at sigmas[k] (k grows toward the clean end), h_k = sigma_k - sigma_{k-1}
+(negative in generation), rho_k = h_{k+1} / h_k, e_k = d(X_k, sigma_k). One model call per
+step:
+
+    generation:  X_{k+1} = X_k + rho_k^2 (X_{k-1} - X_k) + (1 + rho_k) h_{k+1} e_k
+    inversion:   X_{k-1} = X_k + (X_{k+1} - X_k - (1 + rho_k) h_{k+1} e_k) / rho_k^2
+
+This is the official VP-space code (zituitui/BELM, samplers/BELM.py) with z = alpha x and
+its t = sigma_vp / alpha: for EPS models alpha = c(sigma) and t = sigma, so its alpha ratios
+are exactly the change of variables z = c(sigma) x and no c ratio is left (unlike BDIA,
+whose backward DDIM residual lives at another level). The same formula is O-BELM on
+dX/dsigma = d(X, sigma), so it serves flow models as they are: their velocity ODE in sigma
+is finite at sigma = 1, where the reference's t = sigma / (1 - sigma) is not. It is the
+second-order (leapfrog for equal steps) member of the BELM family; for any step sizes the
+two X coefficients sum to 1 and a straight trajectory X = x0 + sigma * d is followed exactly.
+
+Inversion divides by rho^2, so a step far shorter than the one before it amplifies rounding
+by its square: a step of rounding length (a float32 schedule's last sigma a few ulps above
+the floor, then the floor) would turn the pair into noise. prepare_sigmas snaps such a
+last sigma to the floor; run O-BELM on schedules it prepared.
+"""
+
+from ._common import direction, levels, report
+
+MIN_STEPS = 2
+
+
+def _step(sigmas, k):
+    # (h_{k+1}, rho_k): the step leaving sigma_k and its ratio to the step that reached it.
+    h = sigmas[k + 1] - sigmas[k]
+    return h, h / (sigmas[k] - sigmas[k - 1])
+
+
+def sample_obelm_pair(model, pair, sigmas, input_scale=None, callback=None):
+    """Generate from the pair (X_0, X_1) at (sigmas[0], sigmas[1]) down to sigmas[-1].
+
+    pair: two [B, C, ...] tensors, as returned by invert_obelm. Returns X_N at sigmas[-1],
+    N = len(sigmas) - 1 >= 1. One model call per step, N - 1 in all. input_scale is taken
+    for the same call shape as BDIA and not used (see the module docstring).
+    """
+    sigmas = levels(sigmas)
+    previous, current = pair
+    for k in range(1, len(sigmas) - 1):
+        e, denoised = direction(model, current, sigmas[k])
+        h, rho = _step(sigmas, k)
+        following = current + rho * rho * (previous - current) + (1 + rho) * h * e
+        previous, current = current, following
+        report(callback, k, sigmas[k + 1], current, denoised)
+    return current
+
+
+def sample_obelm(model, x, sigmas, input_scale=None, callback=None):
+    """Generate from one noisy latent x ([B, C, ...] at sigmas[0]) down to sigmas[-1].
+
+    The first step is plain DDIM, as in the reference (there is no earlier state yet); the
+    rest are O-BELM. Returns the state at sigmas[-1]. One model call per step.
+    """
+    sigmas = levels(sigmas)
+    if len(sigmas) < 2:
+        return x
+    e, denoised = direction(model, x, sigmas[0])
+    first_step = x + (sigmas[1] - sigmas[0]) * e
+    report(callback, 0, sigmas[1], first_step, denoised)
+    return sample_obelm_pair(model, (x, first_step), sigmas, input_scale, callback)
+
+
+def invert_obelm(model, x, sigmas, input_scale=None, callback=None):
+    """Invert the clean-end state x ([B, C, ...] at sigmas[-1]) up to the pair (X_0, X_1).
+
+    The first step up is plain DDIM inversion (the reference's intent: its code adds the
+    coefficient without the noise prediction, which only moves X_{N-1}); every later one
+    solves the O-BELM recurrence for the earlier state, so sample_obelm_pair with the same
+    model returns x to float rounding. Returns (X_0, X_1) at (sigmas[0], sigmas[1]). One
+    model call per step, N = len(sigmas) - 1 >= 2 in all.
+    """
+    sigmas = levels(sigmas)
+    n = len(sigmas) - 1
+    if n < MIN_STEPS:
+        # With one step the pair is (DDIM-inverted x, x) and sampling hands x back without a
+        # model call: an "edit" would ignore its prompt.
+        raise ValueError(f"O-BELM needs at least {MIN_STEPS} steps, got {n}.")
+    e, denoised = direction(model, x, sigmas[n])
+    following, current = x, x + (sigmas[n - 1] - sigmas[n]) * e
+    report(callback, 0, sigmas[n - 1], current, denoised)
+    for i, k in enumerate(range(n - 1, 0, -1), start=1):
+        e, denoised = direction(model, current, sigmas[k])
+        h, rho = _step(sigmas, k)
+        # Dividing by rho^2 amplifies rounding by (h_k / h_{k+1})^2 per step; generation
+        # multiplies it back by the same factor.
+        previous = current + (following - current - (1 + rho) * h * e) / (rho * rho)
+        following, current = current, previous
+        report(callback, i, sigmas[k - 1], current, denoised)
+    return current, following
