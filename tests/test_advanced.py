@@ -80,7 +80,7 @@ def test_advanced_round_trips_are_exact_through_the_server(server):
 
 def test_an_edit_is_another_guider(server):
     """Sampling the inverted latent with a guider of another prompt changes the result."""
-    cases, prompt = advanced_round_trips(steps=4)
+    cases, prompt = advanced_round_trips()  # the same prompt: ComfyUI runs only the edit branch anew
     prompt["edit_guider"] = {"class_type": "CFGGuider", "inputs": {"model": ["1", 0], "positive": ["3", 0],
                                                                    "negative": ["4", 0], "cfg": 5.0}}
     prompt["karras_sample"]["inputs"]["guider"] = ["edit_guider", 0]

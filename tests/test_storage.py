@@ -97,7 +97,7 @@ def truncate(path):
     (truncate, r"it is not a readable safetensors file .* it may be truncated"),
     (lambda path: rewrite(path, edit_tensor), r"its tensors do not match the digest written with them: the "
                                               r"file was edited or damaged"),
-    (lambda path: rewrite(path, wrong_shape_metadata), r"its tensor 'partner' \(2, 4, 8, 8\), torch.float64\) "
+    (lambda path: rewrite(path, wrong_shape_metadata), r"its tensor 'partner' \(\(2, 4, 8, 8\), torch.float64\) "
                                                        r"disagrees with its metadata \(\[9, 9\]"),
 ], ids=["truncated", "edited tensor", "metadata disagrees"])
 def test_a_damaged_file_is_refused(comfy, scene, damage, message):
