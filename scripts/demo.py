@@ -138,10 +138,11 @@ def headless(args, ckpt_name):
 
 
 def write_report(args, ckpt_name, errors, edit_time, round_trip_time, path):
-    denoise = api_prompt("round_trip_check")[nodes_of_type(api_prompt("round_trip_check"), "EDICTInvert")[0]]["inputs"]["denoise"]
+    prompt = api_prompt("round_trip_check")
+    invert = prompt[nodes_of_type(prompt, "EDICTInvert")[0]]["inputs"]
     with open(path, "w") as f:
         f.write(f"# Exact inversion demo\n\ncheckpoint `{ckpt_name}`, image `{args.image or 'drawn by the demo'}`, "
-                f"{args.steps} steps at denoise {denoise}, cfg 3, "
+                f"{args.steps} steps at denoise {invert['denoise']}, cfg {invert['cfg']}, "
                 f"device {'GPU' if args.gpu else 'CPU'}, torch {torch.__version__}\n\n"
                 "Round trip (invert, then sample with the same prompt), relative error of the latent:\n\n"
                 "| method | relative error |\n|---|---|\n")

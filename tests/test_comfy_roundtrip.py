@@ -12,6 +12,7 @@ import torch
 
 from harness.comfy import pack_module, patched_model, relative_error
 from harness.ddim import ddim_round_trip
+from harness import figures
 from helpers import invert, sample
 
 CFG = 7.0
@@ -57,6 +58,8 @@ def test_round_trip_is_exact_for_every_family(comfy, scene, family):
                                                     STEPS, DENOISE), original)
     print(f"\n[round trip] family={family} cfg={CFG} steps={STEPS} denoise={DENOISE} batch=2: "
           + "  ".join(f"{name} {error:.2e}" for name, error in errors.items()))
+    figures.record("round_trip", family, **{"DDIM inversion" if name == "DDIM" else name: error
+                                            for name, error in errors.items()})
     assert errors["EDICT"] <= SAMPLES_BOUND and errors["BDIA"] <= SAMPLES_BOUND
     assert errors["EDICT float64"] <= (SAMPLES_BOUND if family in FLOAT32_INPUT_FLIP else FLOAT64_BOUND)
     assert errors["DDIM"] > 0.1  # the contrast: DDIM inversion is far off at cfg 7
