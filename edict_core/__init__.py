@@ -13,6 +13,7 @@ from ._common import DEFAULT_GAMMA, DEFAULT_MIX_WEIGHT
 from .bdia import invert_bdia, sample_bdia, sample_bdia_pair
 from .ddim import invert_ddim, sample_ddim
 from .edict import invert_edict, sample_edict
+from .obelm import invert_obelm, sample_obelm, sample_obelm_pair
 from .schedule import denoise_schedule, prepare_sigmas
 from .validation import check_gamma, check_mix_weight, check_steps, relative_error
 
@@ -21,6 +22,7 @@ __all__ = [
     "invert_bdia", "sample_bdia", "sample_bdia_pair",
     "invert_ddim", "sample_ddim",
     "invert_edict", "sample_edict",
+    "invert_obelm", "sample_obelm", "sample_obelm_pair",
     "denoise_schedule", "prepare_sigmas",
     "check_gamma", "check_mix_weight", "check_steps", "relative_error",
 ]

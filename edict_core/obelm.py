@@ -2,7 +2,7 @@
 
 States X_k sit at sigmas[k] (k grows toward the clean end), h_k = sigma_k - sigma_{k-1}
 (negative in generation), rho_k = h_{k+1} / h_k, e_k = d(X_k, sigma_k). One model call per
-step:
+step (a step of float32 rounding length is dropped first, see SAME_LEVEL):
 
     generation:  X_{k+1} = X_k + rho_k^2 (X_{k-1} - X_k) + (1 + rho_k) h_{k+1} e_k
     inversion:   X_{k-1} = X_k + (X_{k+1} - X_k - (1 + rho_k) h_{k+1} e_k) / rho_k^2
@@ -15,16 +15,32 @@ dX/dsigma = d(X, sigma), so it serves flow models as they are: their velocity OD
 is finite at sigma = 1, where the reference's t = sigma / (1 - sigma) is not. It is the
 second-order (leapfrog for equal steps) member of the BELM family; for any step sizes the
 two X coefficients sum to 1 and a straight trajectory X = x0 + sigma * d is followed exactly.
-
-Inversion divides by rho^2, so a step far shorter than the one before it amplifies rounding
-by its square: a step of rounding length (a float32 schedule's last sigma a few ulps above
-the floor, then the floor) would turn the pair into noise. prepare_sigmas snaps such a
-last sigma to the floor; run O-BELM on schedules it prepared.
 """
 
 from ._common import direction, levels, report
 
 MIN_STEPS = 2
+# Levels closer than this (relative) are one level. ComfyUI computes schedules in float32:
+# karras, exponential and normal end a few float32 ulps (up to 6e-7 relative) above
+# model_sampling.sigma_min, and prepare_sigmas appends the floor after that, a step some
+# 1e-6 times the one before it. Inversion divides by rho^2 (1e12 there) and would turn the
+# pair into rounding noise; dropping that level moves the result by less than float32 shows.
+SAME_LEVEL = 1e-5
+
+
+def _levels(sigmas):
+    """The schedule as floats, less every level within SAME_LEVEL of the next one (the first
+    and the last level are always kept). Generation and inversion drop the same levels."""
+    sigmas = levels(sigmas)
+    kept = sigmas[-1:]
+    for sigma in reversed(sigmas[1:-1]):
+        if sigma - kept[-1] > SAME_LEVEL * kept[-1]:
+            kept.append(sigma)
+    if len(sigmas) > 1:
+        if len(kept) > 1 and sigmas[0] - kept[-1] <= SAME_LEVEL * kept[-1]:
+            kept.pop()  # the start is the input's level: drop the one just below it instead
+        kept.append(sigmas[0])
+    return kept[::-1]
 
 
 def _step(sigmas, k):
@@ -37,10 +53,10 @@ def sample_obelm_pair(model, pair, sigmas, input_scale=None, callback=None):
     """Generate from the pair (X_0, X_1) at (sigmas[0], sigmas[1]) down to sigmas[-1].
 
     pair: two [B, C, ...] tensors, as returned by invert_obelm. Returns X_N at sigmas[-1],
-    N = len(sigmas) - 1 >= 1. One model call per step, N - 1 in all. input_scale is taken
+    N >= 1 steps. One model call per step, N - 1 in all. input_scale is taken
     for the same call shape as BDIA and not used (see the module docstring).
     """
-    sigmas = levels(sigmas)
+    sigmas = _levels(sigmas)
     previous, current = pair
     for k in range(1, len(sigmas) - 1):
         e, denoised = direction(model, current, sigmas[k])
@@ -57,7 +73,7 @@ def sample_obelm(model, x, sigmas, input_scale=None, callback=None):
     The first step is plain DDIM, as in the reference (there is no earlier state yet); the
     rest are O-BELM. Returns the state at sigmas[-1]. One model call per step.
     """
-    sigmas = levels(sigmas)
+    sigmas = _levels(sigmas)
     if len(sigmas) < 2:
         return x
     e, denoised = direction(model, x, sigmas[0])
@@ -73,9 +89,9 @@ def invert_obelm(model, x, sigmas, input_scale=None, callback=None):
     coefficient without the noise prediction, which only moves X_{N-1}); every later one
     solves the O-BELM recurrence for the earlier state, so sample_obelm_pair with the same
     model returns x to float rounding. Returns (X_0, X_1) at (sigmas[0], sigmas[1]). One
-    model call per step, N = len(sigmas) - 1 >= 2 in all.
+    model call per step, N >= 2 steps (N = len(sigmas) - 1 unless a rounding step was dropped).
     """
-    sigmas = levels(sigmas)
+    sigmas = _levels(sigmas)
     n = len(sigmas) - 1
     if n < MIN_STEPS:
         # With one step the pair is (DDIM-inverted x, x) and sampling hands x back without a
@@ -87,8 +103,8 @@ def invert_obelm(model, x, sigmas, input_scale=None, callback=None):
     for i, k in enumerate(range(n - 1, 0, -1), start=1):
         e, denoised = direction(model, current, sigmas[k])
         h, rho = _step(sigmas, k)
-        # Dividing by rho^2 amplifies rounding by (h_k / h_{k+1})^2 per step; generation
-        # multiplies it back by the same factor.
+        # Dividing by rho^2 amplifies rounding by (h_k / h_{k+1})^2 per step, (h_1 / h_N)^2
+        # over the schedule (about 4e4 for karras at 1000 steps); generation damps it back.
         previous = current + (following - current - (1 + rho) * h * e) / (rho * rho)
         following, current = current, previous
         report(callback, i, sigmas[k - 1], current, denoised)
