@@ -29,24 +29,27 @@ class MethodSpec:
     calls_per_step: int
 
 
-def _edict_invert(model, pair, sigmas, input_scale, **params):
-    return core.invert_edict(model, pair, sigmas, input_scale, **params)
-
-
-def _bdia_invert(model, pair, sigmas, input_scale, **params):
-    return core.invert_bdia(model, pair[0], sigmas, input_scale, **params)
+def _from_clean_latent(invert):
+    """A two-state method's inversion starts from one clean state, not from a pair."""
+    def invert_pair(model, pair, sigmas, input_scale, **params):
+        return invert(model, pair[0], sigmas, input_scale, **params)
+    return invert_pair
 
 
 SPECS = {
     "edict": MethodSpec(
         title="EDICT", defaults={"mix_weight": core.DEFAULT_MIX_WEIGHT, "leapfrog": True},
         checks={"mix_weight": core.check_mix_weight, "leapfrog": bool}, min_steps=1,
-        invert=_edict_invert, sample_pair=core.sample_edict, sample_noise=core.sample_edict,
+        invert=core.invert_edict, sample_pair=core.sample_edict, sample_noise=core.sample_edict,
         pair_in=True, calls_per_step=2),
     "bdia": MethodSpec(
         title="BDIA", defaults={"gamma": core.DEFAULT_GAMMA}, checks={"gamma": core.check_gamma},
-        min_steps=core.bdia.MIN_STEPS, invert=_bdia_invert, sample_pair=core.sample_bdia_pair,
-        sample_noise=core.sample_bdia, pair_in=False, calls_per_step=1),
+        min_steps=core.bdia.MIN_STEPS, invert=_from_clean_latent(core.invert_bdia),
+        sample_pair=core.sample_bdia_pair, sample_noise=core.sample_bdia, pair_in=False, calls_per_step=1),
+    "obelm": MethodSpec(
+        title="O-BELM", defaults={}, checks={}, min_steps=core.obelm.MIN_STEPS,
+        invert=_from_clean_latent(core.invert_obelm), sample_pair=core.sample_obelm_pair,
+        sample_noise=core.sample_obelm, pair_in=False, calls_per_step=1),
 }
 METHOD_TITLES = {name: spec.title for name, spec in SPECS.items()}
 

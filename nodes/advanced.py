@@ -7,7 +7,8 @@ from ..comfy_adapter.methods import METHOD_TYPE, Method
 from ..comfy_adapter.sampler import ExactSampler
 from .exact_inversion import BDIA_INPUTS, CATEGORY, EDICT_INPUTS
 
-METHOD_INPUT = (METHOD_TYPE, {"tooltip": "The exact method and its settings: EDICT Method or BDIA Method."})
+METHOD_INPUT = (METHOD_TYPE, {"tooltip": "The exact method and its settings: EDICT Method, BDIA Method or "
+                                         "O-BELM Method."})
 GUIDER_INPUT = ("GUIDER", {"tooltip": "Any guider (CFGGuider, BasicGuider with FluxGuidance, DualCFGGuider, "
                            "PerpNegGuider). Invert and sample with the same model and patches; an edit is "
                            "simply another guider (other prompts)."})
@@ -41,6 +42,21 @@ class BDIAMethod:
 
     def make(self, gamma):
         return (Method("bdia", {"gamma": gamma}).validated("BDIA Method"),)
+
+
+class OBELMMethod:
+    DESCRIPTION = "O-BELM (second order, one model call per step) for the advanced exact-inversion nodes."
+    CATEGORY = CATEGORY + "/advanced"
+    RETURN_TYPES = (METHOD_TYPE,)
+    OUTPUT_TOOLTIPS = ("O-BELM (it has no setting).",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    def make(self):
+        return (Method("obelm").validated("O-BELM Method"),)
 
 
 class ExactInvertAdvanced:
@@ -112,6 +128,7 @@ class ExactSamplerSelect:
 NODE_CLASS_MAPPINGS = {
     "EDICTMethod": EDICTMethod,
     "BDIAMethod": BDIAMethod,
+    "OBELMMethod": OBELMMethod,
     "ExactInvertAdvanced": ExactInvertAdvanced,
     "ExactSampleAdvanced": ExactSampleAdvanced,
     "ExactSamplerSelect": ExactSamplerSelect,
@@ -119,6 +136,7 @@ NODE_CLASS_MAPPINGS = {
 NODE_DISPLAY_NAME_MAPPINGS = {
     "EDICTMethod": "EDICT Method",
     "BDIAMethod": "BDIA Method",
+    "OBELMMethod": "O-BELM Method",
     "ExactInvertAdvanced": "Exact Invert (Advanced)",
     "ExactSampleAdvanced": "Exact Sample (Advanced)",
     "ExactSamplerSelect": "Exact Sampler",

@@ -137,6 +137,42 @@ class BDIASample:
                                          Schedule(steps, scheduler, denoise), Method("bdia", {"gamma": gamma})),)
 
 
+class OBELMInvert:
+    DESCRIPTION = ("Invert a latent with O-BELM (Wang et al., NeurIPS 2024): the second-order "
+                   "bidirectional multistep sampler, exact like BDIA at one model call per step, "
+                   "with no setting to tune.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The inverted latent: a LATENT whose samples are the noisiest state, carrying "
+                       "the next state and settings for O-BELM Sample.",)
+    FUNCTION = "invert"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": _common_inputs(INVERT_LATENT, False, "obelm")}
+
+    def invert(self, model, positive, negative, latent_image, steps, cfg, scheduler, denoise):
+        return (operations.invert_simple("O-BELM Invert", model, positive, negative, latent_image, cfg,
+                                         Schedule(steps, scheduler, denoise), Method("obelm")),)
+
+
+class OBELMSample:
+    DESCRIPTION = ("Generate with O-BELM. From an O-BELM-inverted latent, regenerate it exactly (same "
+                   "prompt) or edit it (new prompt); from a plain latent, sample like KSampler.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The result as a plain LATENT.",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": _common_inputs(SAMPLE_LATENT, True, "obelm")}
+
+    def sample(self, model, positive, negative, latent_image, seed, steps, cfg, scheduler, denoise):
+        return (operations.sample_simple("O-BELM Sample", model, positive, negative, latent_image, cfg, seed,
+                                         Schedule(steps, scheduler, denoise), Method("obelm")),)
+
+
 class LatentPairMix:
     DESCRIPTION = "Mix the two branches of an EDICT pair: weight * x + (1 - weight) * y."
     CATEGORY = CATEGORY
@@ -161,6 +197,8 @@ NODE_CLASS_MAPPINGS = {
     "EDICTSample": EDICTSample,
     "BDIAInvert": BDIAInvert,
     "BDIASample": BDIASample,
+    "OBELMInvert": OBELMInvert,
+    "OBELMSample": OBELMSample,
     "LatentPairMix": LatentPairMix,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -168,5 +206,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "EDICTSample": "EDICT Sample",
     "BDIAInvert": "BDIA Invert",
     "BDIASample": "BDIA Sample",
+    "OBELMInvert": "O-BELM Invert",
+    "OBELMSample": "O-BELM Sample",
     "LatentPairMix": "Latent Pair Mix",
 }

@@ -4,7 +4,7 @@ invert / sample through the real nodes. (pytest puts tests/ on sys.path.)"""
 from harness.comfy import run_node
 
 DEFAULT_STEPS = 4
-METHOD_WIDGETS = {"EDICT": {"mix_weight": 0.93, "leapfrog": True}, "BDIA": {"gamma": 0.94}}
+METHOD_WIDGETS = {"EDICT": {"mix_weight": 0.93, "leapfrog": True}, "BDIA": {"gamma": 0.94}, "OBELM": {}}
 
 
 def common(comfy, scene, positive="positive", steps=DEFAULT_STEPS, **overrides):
@@ -17,12 +17,13 @@ def common(comfy, scene, positive="positive", steps=DEFAULT_STEPS, **overrides):
 
 
 def invert(comfy, scene, method, latent=None, widgets=None, **overrides):
-    """`method` ("EDICT" | "BDIA") Invert of `latent` (default: the scene's 2-image latent)."""
+    """`method` ("EDICT" | "BDIA" | "OBELM") Invert of `latent` (default: the scene's 2-image latent)."""
     return run_node(comfy, f"{method}Invert", latent_image=latent or scene["latent"],
-                    **common(comfy, scene, **overrides), **(widgets or METHOD_WIDGETS[method]))
+                    **common(comfy, scene, **overrides), **(METHOD_WIDGETS[method] if widgets is None else widgets))
 
 
 def sample(comfy, scene, method, latent, positive="positive", seed=0, widgets=None, **overrides):
     """`method` Sample of `latent` with the scene's prompt `positive` (an edit: "edit")."""
     return run_node(comfy, f"{method}Sample", latent_image=latent, seed=seed,
-                    **common(comfy, scene, positive=positive, **overrides), **(widgets or METHOD_WIDGETS[method]))
+                    **common(comfy, scene, positive=positive, **overrides),
+                    **(METHOD_WIDGETS[method] if widgets is None else widgets))
