@@ -186,6 +186,22 @@ def test_batch_edit_survives_a_server_and_resumes(two_servers, manifest, tmp_pat
           f"rerun {again['wall_seconds']:.1f} s, 0 prompts")
 
 
+def test_batch_edit_bdia_csv(two_servers, manifest, tmp_path):
+    """--method bdia from a CSV manifest, one image and one edit, on the server that survived."""
+    b = two_servers[1]
+    (tmp_path / "m.csv").write_text("image,source,edit\n"
+                                    f"{manifest.parent / 'photos' / 'picture0.png'},a photo of a dog,a photo of a cat\n")
+    out = tmp_path / "out"
+    result = subprocess.run(batch_command(tmp_path / "m.csv", [b], out) + ["--method", "bdia"], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    (row,) = report["images"]
+    assert row["round_trip_error"] <= ROUND_TRIP_BOUND
+    assert row["edits"][0]["inversion_cached"] and (out / "picture0" / "edit_1.png").is_file()
+    print(f"\n[batch_edit] BDIA: round-trip error {row['round_trip_error']:.1e}, {report['wall_seconds']:.1f} s")
+
+
 def test_manifest_csv_and_json_agree(tmp_path):
     """The two manifest formats describe the same batch; paths are relative to the manifest."""
     from scripts.batch_edit import read_manifest
