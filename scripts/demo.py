@@ -151,7 +151,8 @@ def write_report(args, ckpt_name, errors, edit_time, round_trip_time, path):
         f.write("\nThe decoded reconstructions can match the input only as far as the VAE does (vae_only.png); "
                 "the tiny default checkpoint has a random-weight VAE, so its pictures are noise-like.\n")
         f.write(f"\nTime: EDICT edit {edit_time:.1f} s; round-trip check (EDICT, BDIA and DDIM, each "
-                f"inverting and sampling) {round_trip_time:.1f} s.\n")
+                f"inverting and sampling) {round_trip_time:.1f} s; {os.cpu_count()} CPU cores, load average "
+                f"{os.getloadavg()[0]:.1f} at the end (times grow with other work on the machine).\n")
 
 
 def ui(args):
