@@ -1,8 +1,8 @@
 """The bench's one command: `python -m bench.run [--quick] [--parts ...] [--ckpt PATH --images DIR]`.
 
 Starts a real ComfyUI in this process on the CPU (as the tests do), runs the chosen parts,
-prints each part's markdown and writes <out>/<part>.md and .png, then <out>/summary.md
-with the headline figures. --quick is the smoke-test size (seconds per part); the default
+prints each part's markdown and writes <out>/<part>.md and .png, then (when every part ran)
+<out>/summary.md with the headline figures. --quick is the smoke-test size (seconds per part); the default
 is the full CPU run committed in bench/results (about 9 minutes on 2 idle cores).
 """
 
@@ -13,7 +13,7 @@ import time
 
 from . import env, report
 
-PARTS = ("reconstruction", "edit_fidelity", "cost", "scaling")
+PARTS = ("reconstruction", "edit_fidelity", "cost", "scaling", "convergence")
 
 FULL = {
     "analytic_steps": (50, 100, 200), "analytic_per_class": 4,
@@ -24,6 +24,8 @@ FULL = {
                  sweep_steps=(20, 50, 100, 200)),
     "cost": dict(sizes=((64, 32), (256, 8)), rounds=5, memory_sizes=(64, 128, 256)),
     "scaling": dict(steps_list=(10, 20, 50, 100, 200, 500), batches=(1, 2, 4, 8), batch_calls=8, repeats=3),
+    "convergence": dict(calls=(10, 14, 20, 25, 35, 50, 70, 100, 140, 200), trip_steps=(10, 20, 50, 100, 200, 500, 1000),
+                        per_class=2, asymptotic_from=70),
 }
 QUICK = {
     "analytic_steps": (4, 8), "analytic_per_class": 1,
@@ -31,12 +33,13 @@ QUICK = {
     "edit": dict(strengths=(0.5, 0.9), cfgs=(7.0,), steps=16, per_class=2, sweep_steps=(8, 16)),
     "cost": dict(sizes=((64, 4),), rounds=1, memory_sizes=(64, 128)),
     "scaling": dict(steps_list=(4, 8), batches=(1, 2), batch_calls=2, repeats=1),
+    "convergence": dict(calls=(10, 20, 40), trip_steps=(10, 20), per_class=1, rk4_steps=(200, 400), asymptotic_from=20),
 }
 
 
 def run_parts(comfy, out_dir, parts, sizes, ckpt=None, images=None):
     """Run `parts` at `sizes` (FULL or QUICK); returns {part: result}."""
-    from . import cost, edit_fidelity, reconstruction, scaling
+    from . import convergence, cost, edit_fidelity, reconstruction, scaling
 
     results = {}
     if "reconstruction" in parts:
@@ -54,6 +57,8 @@ def run_parts(comfy, out_dir, parts, sizes, ckpt=None, images=None):
         results["cost"] = cost.run(comfy, out_dir, **sizes["cost"])
     if "scaling" in parts:
         results["scaling"] = scaling.run(comfy, out_dir, **sizes["scaling"])
+    if "convergence" in parts:
+        results["convergence"] = convergence.run(out_dir, **sizes["convergence"])
     return results
 
 
@@ -114,6 +119,9 @@ def summary(results, seconds, load=None):
         for n in sorted({r["steps"] for r in e["sweep"]}):
             lines.append(f"- cfg 7, {n} steps, position kept: "
                          + ", ".join(f"{r['method']} {r['position']:.3f}" for r in e["sweep"] if r["steps"] == n))
+    if "convergence" in results:
+        lines.append("\n**Order of convergence and exact range** (analytic model; [table](convergence.md)):\n")
+        lines += [f"- {line}" for line in results["convergence"]["lines"]]
     return "\n".join(lines) + "\n"
 
 
@@ -141,8 +149,9 @@ def main(argv=None):
     results = run_parts(comfy, args.out, args.parts, sizes, args.ckpt, args.images)
     text = summary(results, time.perf_counter() - start, load)
     print(text)
-    with open(os.path.join(args.out, "summary.md"), "w") as f:
-        f.write(text)
+    if set(args.parts) == set(PARTS):  # a partial run would drop the other parts' headlines
+        with open(os.path.join(args.out, "summary.md"), "w") as f:
+            f.write(text)
 
 
 if __name__ == "__main__":

@@ -106,6 +106,20 @@ def test_scaling_and_summary(bench_results):
     assert "DDIM/EDICT" in summary and "KSampler" in summary and "latent-sized buffers" in summary
 
 
+def test_convergence_orders_and_exact_round_trips(bench_results):
+    out, results, summary = bench_results
+    convergence = results["convergence"]
+    assert all(check < 1e-6 for check in convergence["reference_check"].values())
+    orders = {(r["method"], r["cfg"]): r["order_tail"] for r in convergence["generation"]}
+    for cfg in (1.0, 7.0):  # measured at the quick sizes: O-BELM 1.99 / 1.98, DDIM 0.97 / 0.98
+        assert 1.8 <= orders[("O-BELM", cfg)] <= 2.2 and 0.85 <= orders[("DDIM", cfg)] <= 1.15, cfg
+    exact_to = {(r["method"], r["cfg"]): r["exact_to"] for r in convergence["round_trip"]}
+    largest = max(run_sizes()["convergence"]["trip_steps"])
+    assert all(steps == (0 if method == "DDIM" else largest) for (method, _), steps in exact_to.items()), exact_to
+    assert "O-BELM" in summary
+    _assert_written(out, "convergence")
+
+
 def run_sizes():
     from bench import run
 
