@@ -77,7 +77,7 @@ def initialise(module, seed):
         for name, buffer in module.named_buffers():
             if buffer.is_floating_point():  # left uninitialised too (SD3's pos_embed)
                 buffer.copy_(_buffer_value(name, buffer, generator).to(buffer.dtype))
-        for module_name, sub in module.named_modules():
+        for sub in module.modules():
             for name, param in sub.named_parameters(recurse=False):
                 if isinstance(sub, torch.nn.Embedding):
                     value = torch.randn(param.shape, generator=generator) * 0.02
@@ -141,8 +141,8 @@ def loader_detected(config_class, unet_config, seed):
     return model
 
 
-def _randn(generator, *shape, scale=1.0):
-    return torch.randn(shape, generator=generator) * scale
+def _randn(generator, *shape):
+    return torch.randn(shape, generator=generator)
 
 
 def text_conditionings(seed, tokens, context_dim, pooled_dim=None, **options):
@@ -195,12 +195,6 @@ def _run_node(comfy, name, **inputs):
     from .comfy import run_node
 
     return run_node(comfy, name, **inputs)
-
-
-def _all_outputs(comfy, name, **inputs):
-    node = comfy.NODE_CLASS_MAPPINGS[name]()
-    with torch.inference_mode():
-        return getattr(node, node.FUNCTION)(**inputs)
 
 
 def _supported(name):
@@ -305,8 +299,9 @@ def flux_fill(comfy, seed=4):
 def qwen_image(comfy, seed=5):
     """Qwen-Image: model_base.QwenImage (MMDiT over Qwen2.5-VL hidden states), FLUX model
     sampling (shift 1.15), Wan 2.1 latent format (16 channels, per-channel mean/std), so its
-    latents are 5-D [B, 16, 1, H, W] as the Wan VAE encodes a picture; cfg 4. Detection fixes the full width, so the config is built directly: 1 block, 2 heads of 32,
-    text width 3584 as in Qwen-Image."""
+    latents are 5-D [B, 16, 1, H, W] as the Wan VAE encodes a picture; cfg 4. Detection
+    fixes the full width, so the config is built directly: 1 block, 2 heads of 32, text width
+    3584 as in Qwen-Image."""
     unet_config = dict(image_model="qwen_image", patch_size=2, in_channels=64, out_channels=16,
                        num_layers=1, attention_head_dim=32, num_attention_heads=2,
                        joint_attention_dim=3584, axes_dims_rope=(8, 12, 12))

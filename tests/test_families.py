@@ -74,7 +74,8 @@ def figures():
     import comfyui_version
 
     merged = {"comfyui": comfyui_version.__version__, "steps": REAL_STEPS, "denoise": DENOISE,
-              "scheduler": SCHEDULER, "bounds": {"samples": SAMPLES_BOUND, "float64": FLOAT64_BOUND, "edit_min": EDIT_MIN}}
+              "scheduler": SCHEDULER,
+              "bounds": {"samples": SAMPLES_BOUND, "float64": FLOAT64_BOUND, "edit_min": EDIT_MIN}}
     for section in ("families", "inpainting"):
         merged[section] = dict(old.get(section, {}) if old.get("comfyui") == merged["comfyui"] else {})
         for key, value in data.get(section, {}).items():
