@@ -61,7 +61,9 @@ def clean_latent(seed=1, shape=(2, 4, 6, 5)):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-def schedule(steps, denoise=1.0, floor=SIGMA_MIN):
+def schedule(steps, denoise=1.0, floor=SIGMA_MIN / 2):
+    # The floor sits below karras's last sigma, so every one of `steps` is a real step (a last
+    # sigma within rounding of the floor is snapped to it: one step fewer).
     return core.prepare_sigmas(core.denoise_schedule(karras, steps, denoise), floor)
 
 
