@@ -6,12 +6,21 @@ build from their widgets, and what an inverted latent's record remembers. A new 
 one `MethodSpec` below over one edict_core function pair.
 """
 
+import logging
+import math
 from dataclasses import dataclass, field
 
 from .. import edict_core as core
 from .errors import NodeInputError, checked
 
 METHOD_TYPE = "EXACT_METHOD"  # the socket type of the advanced nodes
+# Inversion multiplies float64 rounding (1e-16) by a method's growth factor per step; the
+# float32 result notices once it reaches 1e-6. bench/results/convergence.md measures the
+# limit this gives: EDICT p = 0.93 exact at 200 steps, broken at 500 (formula: 158); BDIA
+# gamma 0.94 exact at 500 (formula: 372), gamma 0.5 exact at 50, broken at 100 (formula: 33).
+ROUNDING_HEADROOM = 1e10
+
+log = logging.getLogger("exact_inversion")
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,7 @@ class MethodSpec:
     sample_noise: object  # (model, pair_or_x from seeded noise, sigmas, ...) -> as sample_pair
     pair_in: bool  # the routines take and return a pair of equal-level states (EDICT)
     calls_per_step: int
+    growth: object = None  # params -> (factor by which inversion grows rounding per step, why)
 
 
 def _from_clean_latent(invert):
@@ -41,11 +51,13 @@ SPECS = {
         title="EDICT", defaults={"mix_weight": core.DEFAULT_MIX_WEIGHT, "leapfrog": True},
         checks={"mix_weight": core.check_mix_weight, "leapfrog": bool}, min_steps=1,
         invert=core.invert_edict, sample_pair=core.sample_edict, sample_noise=core.sample_edict,
-        pair_in=True, calls_per_step=2),
+        pair_in=True, calls_per_step=2,
+        growth=lambda p: (1 / p["mix_weight"] ** 2, f"1/mix_weight^2 = 1/{p['mix_weight']}^2")),
     "bdia": MethodSpec(
         title="BDIA", defaults={"gamma": core.DEFAULT_GAMMA}, checks={"gamma": core.check_gamma},
         min_steps=core.bdia.MIN_STEPS, invert=_from_clean_latent(core.invert_bdia),
-        sample_pair=core.sample_bdia_pair, sample_noise=core.sample_bdia, pair_in=False, calls_per_step=1),
+        sample_pair=core.sample_bdia_pair, sample_noise=core.sample_bdia, pair_in=False, calls_per_step=1,
+        growth=lambda p: (1 / p["gamma"], f"1/gamma = 1/{p['gamma']}")),
     "obelm": MethodSpec(
         title="O-BELM", defaults={}, checks={}, min_steps=core.obelm.MIN_STEPS,
         invert=_from_clean_latent(core.invert_obelm), sample_pair=core.sample_obelm_pair,
@@ -80,6 +92,23 @@ class Method:
                 node, input_name, f"{self.title} needs at least {self.spec.min_steps} steps, the "
                 f"schedule has {steps}: with fewer, sampling would not call the model and an edit "
                 "would ignore its prompt.", f"Use {self.spec.min_steps} or more steps.")
+
+    def exact_steps(self):
+        """The step count up to which the round trip stays within float32 rounding (None:
+        no limit from the method), and how inversion grows rounding per step."""
+        if self.spec.growth is None:
+            return None, None
+        factor, why = self.spec.growth(dict(self.spec.defaults, **self.params))
+        return (None if factor <= 1 else int(math.log(ROUNDING_HEADROOM) / math.log(factor))), why
+
+    def warn_past_exact_range(self, node, steps):
+        """Nothing is refused that works: a run past the exact range is only named in the log."""
+        limit, why = self.exact_steps()
+        if limit is not None and steps > limit:
+            log.warning("%s: %d steps is past %s's exact range with these settings: inversion grows "
+                        "float rounding by %s per step, so beyond about %d steps the round trip may "
+                        "not return the latent exactly (bench/results/convergence.md). Use fewer steps, "
+                        "a setting closer to 1, or O-BELM.", node, steps, self.title, why, limit)
 
     @classmethod
     def from_record(cls, record):

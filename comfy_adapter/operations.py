@@ -179,6 +179,7 @@ def invert(node, guider, latent, sigmas, method, schedule=None):
         source, start = samples, (samples, samples)
     steps = len(prepared) - 1
     method.check_steps(node, steps)
+    method.warn_past_exact_range(node, steps)
     clean_level = float(prepared[-1])
 
     def routine(session):

@@ -139,3 +139,24 @@ def test_cancel_stops_within_one_step(comfy, scene):
     assert len(calls) <= 4  # the rest of that step at most, out of 100 calls
     # nothing left behind: the next run works
     run_node(comfy, "BDIAInvert", latent_image=scene["latent"], gamma=0.94, **common(comfy, scene))
+
+
+@pytest.mark.parametrize("method,widgets,limit", [("EDICT", {"mix_weight": 0.5, "leapfrog": True}, 16),
+                                                  ("BDIA", {"gamma": 0.3}, 19)])
+def test_inverting_past_the_exact_range_warns_and_names_the_limit(comfy, scene, caplog, method, widgets, limit):
+    """Inversion grows rounding by 1/p^2 (EDICT) or 1/gamma (BDIA) per step; past the step
+    count where float64 rounding reaches float32's, the Invert node says so (and still runs)."""
+    def run(steps):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="exact_inversion"):
+            inverted = invert(comfy, scene, method, widgets=widgets, steps=steps)
+        # the steps that ran: the schedule's last sigma is sigma_min, the floor itself
+        ran = len(inverted["exact_inversion"]["sigmas"]) - 1
+        return ran, [r.getMessage() for r in caplog.records if "exact range" in r.getMessage()]
+
+    ran, messages = run(limit + 1)
+    assert ran == limit and messages == []
+    ran, (message,) = run(limit + 2)
+    assert ran == limit + 1
+    assert f"{method} Invert: {limit + 1} steps is past {method}'s exact range" in message
+    assert f"beyond about {limit} steps" in message and "O-BELM" in message
