@@ -156,7 +156,7 @@ def measure_time(comfy, size, calls, rounds):
     return setup_, ops, times, counted
 
 
-def measure_memory(comfy, size, calls=2):
+def measure_memory(comfy, size, calls=4):  # BDIA needs two real steps (normal ends at sigma_min)
     """{op: (peak bytes, op at the peak, live latent blocks)} and the latent's float32 bytes
     at one size."""
     setup_ = setup(comfy, size)
