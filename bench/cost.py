@@ -31,6 +31,8 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from harness.comfy import counting_model
+
 from . import env, methods, report
 from .methods import Run
 
@@ -39,27 +41,13 @@ OPS = ("KSampler", "EDICT invert", "EDICT sample", "BDIA invert", "BDIA sample")
 PROMPT = "a photo of a dog on the beach"
 
 
-def counted_model(model):
-    """A clone of `model` whose every network evaluation (one batched cond/uncond call)
-    adds one to the returned list's only element."""
-    counter = [0]
-    clone = model.clone()
-
-    def wrapper(apply_model, args):
-        counter[0] += 1
-        return apply_model(args["input"], args["timestep"], **args["c"])
-
-    clone.set_model_unet_function_wrapper(wrapper)
-    return clone, counter
-
-
 def setup(comfy, size=64, batch=1, cfg=7.0):
     """The shared inputs: the counted tiny model, prompt pair, and a VAE-encoded drawn
     picture of size x size (latent [batch, 4, size/8, size/8])."""
     clip, vae = comfy.tiny["clip"], comfy.tiny["vae"]
     with torch.inference_mode():
         latent = comfy.VAEEncode().encode(vae, env.drawn_images(batch, size))[0]
-    model, counter = counted_model(comfy.tiny["model"])
+    model, counter = counting_model(comfy.tiny["model"])  # counter: one entry per network call
     return {"model": model, "counter": counter, "positive": env.encode_text(comfy, clip, PROMPT),
             "negative": env.encode_text(comfy, clip, ""), "latent": latent, "cfg": cfg}
 
@@ -96,12 +84,12 @@ def time_alternating(ops, counter, rounds):
     times, calls = {name: [] for name in names}, {}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            counter[0] = 0
+            counter.clear()
             start = time.perf_counter()
             ops[name]()
             seconds = time.perf_counter() - start
-            calls[name] = counter[0]
-            times[name].append(seconds / counter[0])
+            calls[name] = len(counter)
+            times[name].append(seconds / len(counter))
     return times, calls
 
 

@@ -23,7 +23,9 @@ import torch
 
 from . import analytic_model as am
 from . import env, methods, report
-from .cost import PROMPT, counted_model
+from harness.comfy import counting_model
+
+from .cost import PROMPT
 from .methods import Run
 
 ROUNDING_THRESHOLD = 1e-13  # float64 eps is 2.2e-16; above this the pair's rounding shows
@@ -78,7 +80,7 @@ def batch_scaling(comfy, batches, calls=8, repeats=3, size=64, cfg=7.0):
     """BDIA round trip (calls + calls - 1 model calls) against KSampler euler with as many."""
     clip, vae = comfy.tiny["clip"], comfy.tiny["vae"]
     positive, negative = env.encode_text(comfy, clip, PROMPT), env.encode_text(comfy, clip, "")
-    model, counter = counted_model(comfy.tiny["model"])
+    model, counter = counting_model(comfy.tiny["model"])  # counter: one entry per network call
     run = Run(model, positive, negative, cfg, calls)
     rows = []
     for batch in batches:
@@ -94,10 +96,10 @@ def batch_scaling(comfy, batches, calls=8, repeats=3, size=64, cfg=7.0):
                                            negative, latent)[0]["samples"]
 
         for name, op in (("KSampler", ksampler), ("BDIA round trip", bdia)):
-            counter[0] = 0
+            counter.clear()
             seconds, back = min_time(op, repeats)
             error = env.relative_error(back, latent["samples"]) if name != "KSampler" else float("nan")
-            rows.append({"run": name, "batch": batch, "seconds": seconds, "calls": counter[0] // repeats,
+            rows.append({"run": name, "batch": batch, "seconds": seconds, "calls": len(counter) // repeats,
                          "error32": error})
     return rows
 

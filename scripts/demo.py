@@ -19,7 +19,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from harness.comfy import CKPT_NAME, PACK_NAME  # noqa: E402
+from harness.comfy import CKPT_NAME, PACK_NAME, relative_error  # noqa: E402
 from harness.server import ComfyServer, prepare_base as prepare_server_base  # noqa: E402
 from harness.workflows import INPUT_IMAGE, adapted, api_prompt, nodes_of_type  # noqa: E402
 
@@ -88,11 +88,6 @@ def run(server, prompt, what):
     return entry, time.time() - start
 
 
-def relative_error(path, reference):
-    latent = load_file(path)["latent_tensor"].double()
-    return float((latent - reference).norm() / reference.norm())
-
-
 def side_by_side(paths, titles, target):
     pictures = [Image.open(p).convert("RGB") for p in paths]
     width, height = pictures[0].size
@@ -125,7 +120,7 @@ def headless(args, ckpt_name):
     for name, source in files.items():
         shutil.copyfile(source, os.path.join(args.out, name))
     reference = load_file(output_file(round_trip, "save_input", "latents"))["latent_tensor"].double()
-    errors = {m: relative_error(output_file(round_trip, f"save_{m}", "latents"), reference)
+    errors = {m: relative_error(load_file(output_file(round_trip, f"save_{m}", "latents"))["latent_tensor"], reference)
               for m in RECONSTRUCTIONS.values()}
     out = lambda name: os.path.join(args.out, name)  # noqa: E731
     before_after = side_by_side(
