@@ -86,3 +86,11 @@ def drop_workflow(page, name, text):
 def graph_to_prompt(page):
     """The API-format prompt the frontend would queue for the graph on the canvas."""
     return page.evaluate("async () => (await app.graphToPrompt()).output")
+
+
+def run_button(page):
+    """The Run button (queues the graph). Frontend 1.4x (ComfyUI 0.33) puts a queue-mode
+    dropdown beside it whose accessible name is also "Run"; that one opens a menu, so the
+    button that does not is the Run button, on the old frontend (1.32, ComfyUI 0.3.75) too."""
+    buttons = page.get_by_role("button", name="Run", exact=True)
+    return buttons if buttons.count() == 1 else buttons.and_(page.locator(":not([aria-haspopup])"))

@@ -8,7 +8,7 @@ import time
 import pytest
 from playwright.sync_api import sync_playwright
 
-from harness.browser import GRAPH_PROBLEMS, SET_WIDGETS, drop_workflow, launch_chromium, open_frontend
+from harness.browser import GRAPH_PROBLEMS, SET_WIDGETS, drop_workflow, launch_chromium, open_frontend, run_button
 from harness.comfy import CKPT_NAME, REPO
 from harness.workflows import DEFAULT_CKPT, NAMES, ui_text
 
@@ -34,7 +34,7 @@ def drop_with_tiny_checkpoint(page, name):
 def press_run(page):
     """Click Run; returns the server's answer to the prompt the frontend posted."""
     with page.expect_response(lambda r: r.url.endswith("/api/prompt") and r.request.method == "POST") as answer:
-        page.get_by_role("button", name="Run", exact=True).click()
+        run_button(page).click()
     return answer.value
 
 
