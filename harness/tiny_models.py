@@ -48,20 +48,17 @@ class TinyFamily:
 
     def describe(self):
         return {"built": self.built, "config": self.config, "model_class": type(self.model.model).__name__,
-                "model_sampling": _sampling_kind(self.model), "latent_format": _latent_format(self.model),
+                "model_sampling": _session().model_sampling_kind(self.model.get_model_object("model_sampling")),
+                "latent_format": _session().latent_format_name(self.model),
                 "latent_shape": list(self.latent["samples"].shape), "cfg": self.cfg, "sizes": self.sizes}
 
 
-def _sampling_kind(model):
-    ms = model.get_model_object("model_sampling")
-    for cls in type(ms).__mro__:
-        if cls is not object and not issubclass(cls, torch.nn.Module):
-            return cls.__name__
-    return type(ms).__name__
+def _session():
+    """The pack's session module as ComfyUI loaded it: the one definition of a model's
+    prediction type and latent format names, which the records use too."""
+    from .comfy import pack_module
 
-
-def _latent_format(model):
-    return type(model.get_model_object("latent_format")).__name__
+    return pack_module("comfy_adapter.session")
 
 
 # ---------------------------------------------------------------------------------------------
