@@ -55,8 +55,9 @@ def setup(comfy, size=64, batch=1, cfg=7.0):
 def make_ops(comfy, setup_, calls):
     """op name -> callable running it once with about `calls` model calls."""
     s = setup_
-    edict = Run(s["model"], s["positive"], s["negative"], s["cfg"], calls // 2)
-    bdia = Run(s["model"], s["positive"], s["negative"], s["cfg"], calls)
+    # one step more than the calls: normal's last step, sigma_min to 0, is not run by an exact method
+    edict = Run(s["model"], s["positive"], s["negative"], s["cfg"], calls // 2 + 1)
+    bdia = Run(s["model"], s["positive"], s["negative"], s["cfg"], calls + 1)
     latent = s["latent"]
     inverted = {"EDICT": methods.invert(comfy, "EDICT", edict, latent),
                 "BDIA": methods.invert(comfy, "BDIA", bdia, latent)}

@@ -8,7 +8,7 @@ A sample of class A is inverted with condition A and regenerated with condition 
   (x - mu_A) / s_A, and the result's inside B, (y - mu_B) / s_B. 1 is a perfect edit (the
   same place in the other class); 0 is a fresh sample of B.
 
-Methods: EDICT, BDIA, DDIM inversion (inversion with A, generation with B), and plain
+Methods: EDICT, BDIA, O-BELM, DDIM inversion (inversion with A, generation with B), and plain
 img2img (SDEdit: KSampler euler from seeded noise at the same strength, condition B).
 """
 
@@ -67,8 +67,9 @@ def measure(comfy, s, strengths, cfgs, steps):
                 hit, cosine = score(s, edited)
                 block.append({"method": method, "cfg": cfg, "strength": strength, "steps": steps, "hit": hit,
                               "position": cosine, "off_ddim": float("nan")})
-            for row in block[:2]:  # EDICT, BDIA
-                row["off_ddim"] = env.relative_error(noisy[row["method"]], noisy["DDIM"])
+            for row in block:
+                if row["method"] in methods.EXACT:
+                    row["off_ddim"] = env.relative_error(noisy[row["method"]], noisy["DDIM"])
             rows += block
     return rows
 
@@ -81,7 +82,8 @@ def run(comfy, out_dir, strengths=(0.5, 0.7, 0.9), cfgs=(1.0, 3.0, 7.0), steps=5
     rows = measure(comfy, s, strengths, cfgs, steps)
     sweep = [r for n in sweep_steps for r in measure(comfy, s, (sweep_strength,), (sweep_cfg,), n)]
     fig, axes = report.figure(3, width=4.6)
-    colors = {"EDICT": "tab:blue", "BDIA": "tab:green", "DDIM": "tab:red", "SDEdit": "tab:gray"}
+    colors = {"EDICT": "tab:blue", "BDIA": "tab:green", "O-BELM": "tab:purple", "DDIM": "tab:red",
+              "SDEdit": "tab:gray"}
     for method in METHODS:
         for cfg, style in zip(cfgs, ("-", "--", ":")):
             pts = [(r["strength"], r["hit"], r["position"]) for r in rows if r["method"] == method and r["cfg"] == cfg]
@@ -99,7 +101,7 @@ def run(comfy, out_dir, strengths=(0.5, 0.7, 0.9), cfgs=(1.0, 3.0, 7.0), steps=5
     body = [[r["method"], r["cfg"], r["strength"], r["hit"], r["position"], r["off_ddim"]] for r in rows]
     def at(n, method, key):
         return next(r[key] for r in sweep if r["steps"] == n and r["method"] == method)
-    sweep_body = [[n] + [at(n, m, "position") for m in METHODS] + [at(n, m, "off_ddim") for m in METHODS[:2]]
+    sweep_body = [[n] + [at(n, m, "position") for m in METHODS] + [at(n, m, "off_ddim") for m in methods.EXACT]
                   for n in sweep_steps]
     text = (f"Analytic model: {s['classes'].num_classes} Gaussian classes in a latent of "
             f"{tuple(s['latent']['samples'].shape[1:])}, {len(s['source'])} samples ({per_class} per class), "
@@ -109,7 +111,7 @@ def run(comfy, out_dir, strengths=(0.5, 0.7, 0.9), cfgs=(1.0, 3.0, 7.0), steps=5
                             "inverted state off DDIM's (rel.)"], body)
             + f"\n\n**Position kept against steps** at cfg {sweep_cfg:g}, strength {sweep_strength:g}:\n\n"
             + report.table(["steps"] + [f"{m} position" for m in METHODS]
-                           + [f"{m} inverted state off DDIM's" for m in METHODS[:2]], sweep_body)
+                           + [f"{m} inverted state off DDIM's" for m in methods.EXACT], sweep_body)
             + "\n\n" + EXPLANATION)
     report.write_part(out_dir, "edit_fidelity", "Edit fidelity on the analytic model", text, fig)
     return {"rows": rows, "sweep": sweep}

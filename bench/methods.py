@@ -1,6 +1,6 @@
 """The methods the bench compares, each as invert(...) -> state and regenerate(state, ...) -> LATENT.
 
-EDICT and BDIA run through the pack's real nodes. DDIM inversion, the baseline, is
+EDICT, BDIA and O-BELM run through the pack's real nodes. DDIM inversion, the baseline, is
 harness.ddim (the same session machinery as the nodes), as in tests/test_comfy_roundtrip.py. SDEdit is ComfyUI's own KSampler (euler) at the same
 strength.
 """
@@ -14,7 +14,9 @@ from harness.ddim import ddim
 
 from .env import run_node
 
-METHODS = ("EDICT", "BDIA", "DDIM")
+EXACT = ("EDICT", "BDIA", "O-BELM")
+METHODS = EXACT + ("DDIM",)
+NODE_PREFIX = {"EDICT": "EDICT", "BDIA": "BDIA", "O-BELM": "OBELM"}  # EDICTInvert, OBELMSample, ...
 
 
 @dataclass
@@ -36,14 +38,14 @@ class Run:
 
 
 def _extra(method):
-    return {"EDICT": dict(mix_weight=MIX_WEIGHT, leapfrog=True), "BDIA": dict(gamma=GAMMA)}[method]
+    return {"EDICT": dict(mix_weight=MIX_WEIGHT, leapfrog=True), "BDIA": dict(gamma=GAMMA), "O-BELM": {}}[method]
 
 
 def invert(comfy, method, run, latent):
     """Invert the LATENT `latent` with `method` under `run`. Returns what regenerate takes."""
     if method == "DDIM":
         return _ddim(run, latent["samples"], direction="invert")
-    return run_node(comfy, f"{method}Invert", latent_image=latent, **run.node_inputs(), **_extra(method))
+    return run_node(comfy, f"{NODE_PREFIX[method]}Invert", latent_image=latent, **run.node_inputs(), **_extra(method))
 
 
 def regenerate(comfy, method, run, inverted, positive=None):
@@ -54,7 +56,7 @@ def regenerate(comfy, method, run, inverted, positive=None):
         run = Run(**{**run.__dict__, "positive": positive})
     if method == "DDIM":
         return _ddim(run, inverted, direction="sample").to(torch.float32)
-    latent = run_node(comfy, f"{method}Sample", latent_image=inverted, seed=0, **run.node_inputs(),
+    latent = run_node(comfy, f"{NODE_PREFIX[method]}Sample", latent_image=inverted, seed=0, **run.node_inputs(),
                       **_extra(method))
     if method == "EDICT":
         latent = run_node(comfy, "LatentPairMix", latent=latent, weight=0.5)

@@ -1,7 +1,7 @@
 """Part 1: reconstruction error, after the EDICT paper's Table 1.
 
 Invert a clean latent fully (denoise 1.0, the paper's setting) and sample it back with the
-same conditioning and cfg; score the result against the input. EDICT, BDIA and DDIM
+same conditioning and cfg; score the result against the input. EDICT, BDIA, O-BELM and DDIM
 inversion, each unconditional (empty prompt / uniform class mixture, cfg 1) and
 conditional at cfg 1, 3 and 7, for each step count. Three kinds of model:
 
@@ -107,11 +107,10 @@ def ratio(a, b):
 
 
 def headline(rows, metric="latent_mse", cfg=7.0):
-    """DDIM/EDICT and DDIM/BDIA error ratios at cfg 7 (conditional), per step count."""
+    """{steps: {exact method: DDIM's error / the method's}} at cfg 7 (conditional)."""
     pick = {(r["method"], r["steps"]): r[metric] for r in rows if r["guidance"] == "cond" and r["cfg"] == cfg}
     steps = sorted({s for _, s in pick})
-    return {s: (ratio(pick[("DDIM", s)], pick[("EDICT", s)]), ratio(pick[("DDIM", s)], pick[("BDIA", s)]))
-            for s in steps}
+    return {s: {m: ratio(pick[("DDIM", s)], pick[(m, s)]) for m in methods.EXACT} for s in steps}
 
 
 def _label(row):
@@ -129,21 +128,21 @@ def markdown(scene, rows):
         parts.append(f"**{title}** by steps:\n\n" + report.table(["method", "guidance"] + [f"{s} steps" for s in steps], body))
     if "vae" in scene:
         parts.append(f"VAE round-trip floor (pixel MSE of decode(encode(image))): {scene['vae_floor']:.3g}")
+    ratio_columns = ["steps"] + [f"DDIM / {m}" for m in methods.EXACT]
     ratios = headline(rows)
-    ratio_rows = [[s, ratios[s][0], ratios[s][1]] for s in sorted(ratios)]
     parts.append("**Error ratios at cfg 7, conditional (latent MSE)**:\n\n"
-                 + report.table(["steps", "DDIM / EDICT", "DDIM / BDIA"], ratio_rows))
+                 + report.table(ratio_columns, [[s, *ratios[s].values()] for s in sorted(ratios)]))
     if "vae" in scene:
         pixel = headline(rows, "pixel_mse")
         parts.append("**Error ratios at cfg 7, conditional (pixel MSE, VAE floor included, as the paper)**:\n\n"
-                     + report.table(["steps", "DDIM / EDICT", "DDIM / BDIA"], [[s, *pixel[s]] for s in sorted(pixel)]))
+                     + report.table(ratio_columns, [[s, *pixel[s].values()] for s in sorted(pixel)]))
     return "\n\n".join(parts)
 
 
 def plot(ax, rows, title):
     """Latent MSE against steps, one line per method and guidance (log scale; exact zeros
     are drawn at 1e-20 so they stay visible)."""
-    styles = {"EDICT": "tab:blue", "BDIA": "tab:green", "DDIM": "tab:red"}
+    styles = {"EDICT": "tab:blue", "BDIA": "tab:green", "O-BELM": "tab:purple", "DDIM": "tab:red"}
     marks = {"uncond": "o", "cond cfg 1": "s", "cond cfg 3": "^", "cond cfg 7": "D"}
     for method in methods.METHODS:
         for label, mark in marks.items():
@@ -172,7 +171,7 @@ def run(comfy, out_dir, scenes_and_grids):
         results[scene["name"]] = (rows, headline(rows))
     axes[0][-1].legend(fontsize=6, ncol=3)
     intro = ("Full inversion (denoise 1.0), normal scheduler, EDICT p = 0.93 (leapfrog), BDIA gamma = "
-             "0.94; inverted and regenerated with the same conditioning and cfg. Unconditional = "
+             "0.94, O-BELM; inverted and regenerated with the same conditioning and cfg. Unconditional = "
              "the empty prompt (analytic: the uniform class mixture) at cfg 1. EDICT's result is "
              "its pair averaged by Latent Pair Mix (0.5). An error of exactly 0 means the round "
              "trip returned every float32 of the latent.")

@@ -23,16 +23,16 @@ FULL = {
     "edit": dict(strengths=(0.3, 0.5, 0.7, 0.9), cfgs=(1.0, 3.0, 7.0), steps=50, per_class=8,
                  sweep_steps=(20, 50, 100, 200)),
     "cost": dict(sizes=((64, 32), (256, 8)), rounds=5, memory_sizes=(64, 128, 256)),
-    "scaling": dict(steps_list=(10, 20, 50, 100, 200, 500), batches=(1, 2, 4, 8), batch_calls=8, repeats=3),
+    "scaling": dict(steps_list=(10, 20, 50, 100, 200, 500), batches=(1, 2, 4, 8), batch_steps=8, repeats=3),
     "convergence": dict(calls=(10, 14, 20, 25, 35, 50, 70, 100, 140, 200), trip_steps=(10, 20, 50, 100, 200, 500, 1000),
                         per_class=2, asymptotic_from=70),
 }
 QUICK = {
     "analytic_steps": (4, 8), "analytic_per_class": 1,
     "tiny_steps": (3,), "tiny_guidance": (("cond", 7.0),),
-    "edit": dict(strengths=(0.5, 0.9), cfgs=(7.0,), steps=16, per_class=2, sweep_steps=(8, 16)),
+    "edit": dict(strengths=(0.5, 0.9), cfgs=(3.0,), steps=16, per_class=2, sweep_steps=(8, 16)),
     "cost": dict(sizes=((64, 4),), rounds=1, memory_sizes=(64, 128)),
-    "scaling": dict(steps_list=(4, 8), batches=(1, 2), batch_calls=2, repeats=1),
+    "scaling": dict(steps_list=(4, 8), batches=(1, 2), batch_steps=3, repeats=1),
     "convergence": dict(calls=(10, 20, 40), trip_steps=(10, 20), per_class=1, rk4_steps=(200, 400), asymptotic_from=20),
 }
 
@@ -73,14 +73,17 @@ def summary(results, seconds, load=None):
              f"{seconds / 60:.1f} minutes on {report.machine()}{at_start}.\n"]
     if "reconstruction" in results:
         lines.append("**Reconstruction error ratios at cfg 7, conditional** ([table](reconstruction.md)):\n")
+        from .reconstruction import headline
+
+        def ratios_text(by_method):
+            return ", ".join(f"DDIM/{method} {_ratio(value)}" for method, value in by_method.items())
+
         for name, (rows, ratios) in results["reconstruction"].items():
-            for steps, (edict, bdia) in sorted(ratios.items()):
-                lines.append(f"- {name}, {steps} steps, latent MSE: DDIM/EDICT {_ratio(edict)}, DDIM/BDIA {_ratio(bdia)}")
+            for steps, by_method in sorted(ratios.items()):
+                lines.append(f"- {name}, {steps} steps, latent MSE: {ratios_text(by_method)}")
             if any("pixel_mse" in r for r in rows):
-                from .reconstruction import headline
-                for steps, (edict, bdia) in sorted(headline(rows, "pixel_mse").items()):
-                    lines.append(f"- {name}, {steps} steps, pixel MSE (VAE floor included): DDIM/EDICT "
-                                 f"{_ratio(edict)}, DDIM/BDIA {_ratio(bdia)}")
+                for steps, by_method in sorted(headline(rows, "pixel_mse").items()):
+                    lines.append(f"- {name}, {steps} steps, pixel MSE (VAE floor included): {ratios_text(by_method)}")
     if "cost" in results:
         c = results["cost"]
         lines.append("\n**Time per model call against KSampler (euler), calls counted** ([table](cost.md)):\n")

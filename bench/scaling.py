@@ -76,12 +76,13 @@ def steps_scaling(comfy, steps_list, repeats=3, per_class=1, cfg=7.0):
     return rows
 
 
-def batch_scaling(comfy, batches, calls=8, repeats=3, size=64, cfg=7.0):
-    """BDIA round trip (calls + calls - 1 model calls) against KSampler euler with as many."""
+def batch_scaling(comfy, batches, steps=8, repeats=3, size=64, cfg=7.0):
+    """A BDIA round trip of `steps` steps each way (normal's last step, sigma_min to 0, is not
+    run) against KSampler euler with as many model calls as the round trip made."""
     clip, vae = comfy.tiny["clip"], comfy.tiny["vae"]
     positive, negative = env.encode_text(comfy, clip, PROMPT), env.encode_text(comfy, clip, "")
     model, counter = counting_model(comfy.tiny["model"])  # counter: one entry per network call
-    run = Run(model, positive, negative, cfg, calls)
+    run = Run(model, positive, negative, cfg, steps)
     rows = []
     for batch in batches:
         with torch.inference_mode():
@@ -92,10 +93,10 @@ def batch_scaling(comfy, batches, calls=8, repeats=3, size=64, cfg=7.0):
             return methods.regenerate(comfy, "BDIA", run, inverted)
 
         def ksampler():
-            return comfy.KSampler().sample(model, 0, 2 * calls - 1, cfg, "euler", "normal", positive,
+            return comfy.KSampler().sample(model, 0, rows[-1]["calls"], cfg, "euler", "normal", positive,
                                            negative, latent)[0]["samples"]
 
-        for name, op in (("KSampler", ksampler), ("BDIA round trip", bdia)):
+        for name, op in (("BDIA round trip", bdia), ("KSampler", ksampler)):
             counter.clear()
             seconds, back = min_time(op, repeats)
             error = env.relative_error(back, latent["samples"]) if name != "KSampler" else float("nan")
@@ -110,10 +111,10 @@ def rounding_onset(rows):
     return min(over) if over else None
 
 
-def run(comfy, out_dir, steps_list=(10, 20, 50, 100, 200, 500), batches=(1, 2, 4, 8), batch_calls=8, repeats=3):
+def run(comfy, out_dir, steps_list=(10, 20, 50, 100, 200, 500), batches=(1, 2, 4, 8), batch_steps=8, repeats=3):
     step_rows = steps_scaling(comfy, steps_list, repeats)
-    batch_scaling(comfy, batches[:1], batch_calls, repeats=1)  # warm-up: model load
-    batch_rows = batch_scaling(comfy, batches, batch_calls, repeats)
+    batch_scaling(comfy, batches[:1], batch_steps, repeats=1)  # warm-up: model load
+    batch_rows = batch_scaling(comfy, batches, batch_steps, repeats)
     onset = rounding_onset(step_rows)
     fig, axes = report.figure(3, width=4.6)
     lines = []
@@ -157,7 +158,7 @@ def run(comfy, out_dir, steps_list=(10, 20, 50, 100, 200, 500), batches=(1, 2, 4
             + report.table(["what", "against", "fit", "points judged", "max deviation", "linear"], lines)
             + f"\n\n**Float64 rounding**: {onset_text}\n\n**Steps** (analytic model, cfg 7, one sample per "
             "class, invert + sample):\n\n" + step_table
-            + f"\n\n**Batch** (tiny checkpoint, cfg 7, 64x64 images, BDIA {batch_calls} steps each way):\n\n"
+            + f"\n\n**Batch** (tiny checkpoint, cfg 7, 64x64 images, BDIA {batch_steps} steps each way):\n\n"
             + batch_table)
     report.write_part(out_dir, "scaling", "Scaling with steps and batch", text, fig)
     last = max(steps_list)

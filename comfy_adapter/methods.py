@@ -87,11 +87,15 @@ class Method:
                                   for key, value in params.items()})
 
     def check_steps(self, node, steps, input_name="steps"):
+        """steps: the steps left in the prepared schedule, which can be one fewer than the
+        widget says: a last step into the model's sigma_min is not run (exact methods end there)."""
         if steps < self.spec.min_steps:
             raise NodeInputError(
                 node, input_name, f"{self.title} needs at least {self.spec.min_steps} steps, the "
-                f"schedule has {steps}: with fewer, sampling would not call the model and an edit "
-                "would ignore its prompt.", f"Use {self.spec.min_steps} or more steps.")
+                f"schedule has {steps} (a last step to the model's lowest noise level, sigma_min, "
+                "is not run: exact methods end there): with fewer, sampling would not call the "
+                "model and an edit would ignore its prompt.",
+                "Use more steps, or a higher denoise.")
 
     def exact_steps(self):
         """The step count up to which the round trip stays within float32 rounding (None:

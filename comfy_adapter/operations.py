@@ -74,16 +74,19 @@ class SeededNoise:
 
 def prepare(node, model, sigmas, input_name="sigmas"):
     """The float64 schedule an exact method walks (edict_core.prepare_sigmas, with the
-    model's sigma_min as the clean floor), or None where there is no step to run."""
+    model's sigma_min as the clean floor), or None where the schedule holds no step (denoise
+    0). A schedule whose steps all end at the floor comes back with no step, for the
+    method's step check to refuse by name: a silent no-op would look like a finished edit."""
     sigmas = torch.as_tensor(sigmas)
     if sigmas.numel() == 0:
         return None
+    if sigmas.numel() == 1:
+        return None
     floor = float(model.get_model_object("model_sampling").sigma_min)
     try:
-        prepared = core.prepare_sigmas(sigmas, floor)
+        return core.prepare_sigmas(sigmas, floor)
     except ValueError as error:
         raise NodeInputError(node, input_name, str(error), "Connect a scheduler's SIGMAS (noisy to clean).") from None
-    return prepared if len(prepared) >= 2 else None
 
 
 def _samples(node, latent):
@@ -147,6 +150,11 @@ def _follow_record(node, record, method, schedule):
     return recorded, recorded_schedule
 
 
+def _schedule_input(schedule):
+    """The input a schedule error names: the simple nodes' steps widget, else the SIGMAS input."""
+    return "steps" if schedule is not None else "sigmas"
+
+
 def invert(node, guider, latent, sigmas, method, schedule=None):
     """Invert a clean latent (or EDICT Sample's pair) with `method` along `sigmas`.
 
@@ -156,6 +164,7 @@ def invert(node, guider, latent, sigmas, method, schedule=None):
     at sigmas[0], the record holding the float64 pair.
     """
     method = method.validated(node)
+    schedule_input = _schedule_input(schedule)
     samples = _samples(node, latent)
     model = guider.model_patcher
     identity = _model_identity(model)
@@ -172,13 +181,13 @@ def invert(node, guider, latent, sigmas, method, schedule=None):
         prepared, source = record["sigmas"], record["source"]
         start = (record["branch"], record["partner"])
     else:
-        prepared = prepare(node, model, sigmas)
+        prepared = prepare(node, model, sigmas, schedule_input)
         if prepared is None:  # denoise 0: nothing to invert
             return dict(latent)
         schedule_fields = schedule.fields() if schedule else {}
         source, start = samples, (samples, samples)
     steps = len(prepared) - 1
-    method.check_steps(node, steps)
+    method.check_steps(node, steps, schedule_input)
     method.warn_past_exact_range(node, steps)
     clean_level = float(prepared[-1])
 
@@ -204,6 +213,7 @@ def sample(node, guider, latent, method, sigmas=None, noise=None, schedule=None)
     takes back exactly.
     """
     method = method.validated(node)
+    schedule_input = _schedule_input(schedule)
     samples = _samples(node, latent)
     model = guider.model_patcher
     identity = _model_identity(model)
@@ -223,14 +233,14 @@ def sample(node, guider, latent, method, sigmas=None, noise=None, schedule=None)
                                  "sampled from noise, which needs sigmas and noise.",
                                  "Connect the SIGMAS and NOISE inputs, or an inverted latent.")
         samples = comfy.sample.fix_empty_latent_channels(model, samples)
-        prepared = prepare(node, model, sigmas)
+        prepared = prepare(node, model, sigmas, schedule_input)
         if prepared is None:  # denoise 0
             return dict(latent)
         schedule_fields = schedule.fields() if schedule else {}
         noise_tensor = noise.generate_noise(dict(latent, samples=samples))
         source, start = samples, None
     steps = len(prepared) - 1
-    method.check_steps(node, steps)
+    method.check_steps(node, steps, schedule_input)
     clean_level = float(prepared[-1])
 
     def routine(session):

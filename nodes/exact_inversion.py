@@ -26,8 +26,11 @@ def _common_inputs(latent_tooltip, with_seed, method):
                                   "or img2img). An inverted latent needs no noise."})
     inputs.update({
         "steps": ("INT", {"default": 50, "min": SPECS[method].min_steps, "max": 10000,
-                          "tooltip": "Steps that run. With denoise < 1 they cover the last part "
-                          "of a schedule of steps / denoise steps, as in KSampler."}),
+                          "tooltip": "Steps, as in KSampler: with denoise < 1 they cover the last "
+                          "part of a schedule of steps / denoise steps. Where a schedule's last step "
+                          "runs from the model's lowest noise level (sigma_min) to 0, as normal and "
+                          "karras do, that step is not run (exact methods end at sigma_min), so the "
+                          "progress bar shows one step fewer."}),
         "cfg": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
                           "tooltip": "Classifier-free guidance scale. About 3 for edits. Exact at any "
                           "value, as long as Invert and Sample use the same one for a round trip."}),

@@ -133,7 +133,7 @@ def test_advanced_nodes_need_sigmas_and_noise_for_a_plain_latent(comfy, scene):
         run_node(comfy, "BDIAMethod", gamma=1.5)
     one_step = torch.tensor([1.0, 0.0])
     with pytest.raises(NodeInputError, match=r"Exact Invert \(Advanced\): input 'sigmas': BDIA needs at "
-                       r"least 2 steps, the schedule has 1"):
+                       r"least 2 steps, the schedule has 1 "):
         run_node(comfy, "ExactInvertAdvanced", guider=guider, sigmas=one_step, latent_image=scene["latent"],
                  method=bdia)
     with pytest.raises(NodeInputError, match=r"Exact Invert \(Advanced\): input 'sigmas': the schedule must "

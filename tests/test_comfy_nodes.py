@@ -69,8 +69,10 @@ def test_plain_latent_is_seeded_text_to_image(comfy, scene, name, extra):
     assert "exact_inversion" in first if name == "EDICTSample" else "exact_inversion" not in first
 
 
-@pytest.mark.parametrize("denoise,source", [(1.0, "empty"), (0.5, "image")])
-def test_one_plain_step_from_a_plain_latent_is_comfyuis_euler_step(comfy, scene, denoise, source):
+# "simple" at denoise 0.5: normal's one step there would run from sigma_min to 0, which an
+# exact method does not run (test_a_schedule_with_no_step_left_is_refused_by_name)
+@pytest.mark.parametrize("denoise,source,scheduler", [(1.0, "empty", "normal"), (0.5, "image", "simple")])
+def test_one_plain_step_from_a_plain_latent_is_comfyuis_euler_step(comfy, scene, denoise, source, scheduler):
     """A sample from a plain latent starts as KSampler does. One EDICT step without mixing
     (mix_weight 1) moves x by plain DDIM, so it must match ComfyUI's own euler sampler given
     the same seed, noise scaling and schedule (ending at the floor, not at 0). BDIA's first
@@ -82,8 +84,8 @@ def test_one_plain_step_from_a_plain_latent_is_comfyuis_euler_step(comfy, scene,
     latent = (run_node(comfy, "EmptyLatentImage", width=64, height=64, batch_size=2)
               if source == "empty" else scene["latent"])
     ours = run_node(comfy, "EDICTSample", latent_image=latent, seed=11, **edict(mix_weight=1.0),
-                    **common(comfy, scene, steps=1, denoise=denoise))
-    sigmas = operations.prepare("test", model, operations.Schedule(1, "normal", denoise).sigmas(model))
+                    **common(comfy, scene, steps=1, denoise=denoise, scheduler=scheduler))
+    sigmas = operations.prepare("test", model, operations.Schedule(1, scheduler, denoise).sigmas(model))
     noise = comfy_sample.prepare_noise(latent["samples"], 11)
     with torch.inference_mode():
         theirs = comfy_sample.sample_custom(model, noise, 7.0, samplers.sampler_object("euler"),
@@ -120,9 +122,12 @@ def test_progress_advances_per_step_with_previews(comfy, scene, monkeypatch):
         sample(comfy, scene, "EDICT", inverted, positive="edit", steps=STEPS)
     finally:
         comfy_utils.set_progress_bar_global_hook(None)
-    assert [(v, t) for v, t, _ in updates] == 2 * [(i, STEPS) for i in range(1, STEPS + 1)]
+    # normal's last step, sigma_min to 0, is not run: the bar counts the steps that are
+    run = STEPS - 1
+    assert len(inverted["exact_inversion"]["sigmas"]) == run + 1
+    assert [(v, t) for v, t, _ in updates] == 2 * [(i, run) for i in range(1, run + 1)]
     pictures = [preview[1].tobytes() for _, _, preview in updates]
-    assert len(set(pictures)) > STEPS  # every step shows the latent as it is then
+    assert len(set(pictures)) > run  # every step shows the latent as it is then
 
 
 def test_cancel_stops_within_one_step(comfy, scene):

@@ -90,11 +90,11 @@ BAD_INPUTS = [
     ("a model that diverges in its second step",
      lambda c, s: invert(c, s, "BDIA", model=diverging_model(c, after_calls=1)),
      r"BDIA Invert: input 'model': the run diverged: the latent holds NaN or infinite values after step "
-     r"2 of 4 \(sigma [0-9.]+\), so it was stopped and returns nothing\. Lower cfg"),
+     r"2 of 3 \(sigma [0-9.]+\), so it was stopped and returns nothing\. Lower cfg"),
     ("a model that diverges while sampling",
      lambda c, s: sample(c, s, "EDICT", run_node(c, "EmptyLatentImage", width=64, height=64, batch_size=1),
                          denoise=1.0, model=diverging_model(c, after_calls=4)),
-     r"EDICT Sample: input 'model': the run diverged: .* after step 3 of 4"),
+     r"EDICT Sample: input 'model': the run diverged: .* after step 3 of 3"),
     ("mix_weight 0",
      lambda c, s: run_node(c, "EDICTInvert", latent_image=s["latent"], **common(c, s), mix_weight=0.0,
                            leapfrog=True),
@@ -118,6 +118,14 @@ BAD_INPUTS = [
     ("BDIA Sample with one step from a plain latent",
      lambda c, s: sample(c, s, "BDIA", s["latent"], steps=1),
      r"BDIA Sample: input 'steps': steps must be a whole number of at least 2, got 1"),
+    # normal's last step runs from sigma_min to 0 and is not run: these schedules leave too few
+    ("EDICT with only normal's last step (1 step at denoise 0.5)",
+     lambda c, s: invert(c, s, "EDICT", steps=1, denoise=0.5),
+     r"EDICT Invert: input 'steps': EDICT needs at least 1 steps, the schedule has 0 \(a last step to "
+     r"the model's lowest noise level, sigma_min, is not run.*Use more steps, or a higher denoise"),
+    ("BDIA with 2 steps of normal, the last to sigma = 0",
+     lambda c, s: sample(c, s, "BDIA", s["latent"], steps=2, denoise=1.0),
+     r"BDIA Sample: input 'steps': BDIA needs at least 2 steps, the schedule has 1 "),
     ("unknown scheduler",
      lambda c, s: invert(c, s, "EDICT", scheduler="nope"),
      r"EDICT Invert: input 'scheduler': unknown scheduler 'nope'\. Use one of simple|normal"),
