@@ -30,7 +30,8 @@ FULL = {
 QUICK = {
     "analytic_steps": (4, 8), "analytic_per_class": 1,
     "tiny_steps": (3,), "tiny_guidance": (("cond", 7.0),),
-    "edit": dict(strengths=(0.5, 0.9), cfgs=(3.0,), steps=16, per_class=2, sweep_steps=(8, 16)),
+    "edit": dict(strengths=(0.5, 0.9), cfgs=(3.0,), steps=16, per_class=2, sweep_steps=(8, 16),
+                 schedulers=("normal", "karras"), scheduler_strengths=(0.5,)),
     "cost": dict(sizes=((64, 4),), rounds=1, memory_sizes=(64, 128)),
     "scaling": dict(steps_list=(4, 8), batches=(1, 2), batch_steps=3, repeats=1),
     "convergence": dict(calls=(10, 20, 40), trip_steps=(10, 20), per_class=1, rk4_steps=(200, 400), asymptotic_from=20),
@@ -122,6 +123,10 @@ def summary(results, seconds, load=None):
         for n in sorted({r["steps"] for r in e["sweep"]}):
             lines.append(f"- cfg 7, {n} steps, position kept: "
                          + ", ".join(f"{r['method']} {r['position']:.3f}" for r in e["sweep"] if r["steps"] == n))
+        for name, strength, cfg in dict.fromkeys((r["scheduler"], r["strength"], r["cfg"]) for r in e["by_scheduler"]):
+            lines.append(f"- {name} scheduler, strength {strength:g}, cfg {cfg:g}, position kept: "
+                         + ", ".join(f"{r['method']} {r['position']:.3f}" for r in e["by_scheduler"]
+                                     if (r["scheduler"], r["strength"]) == (name, strength)))
     if "convergence" in results:
         lines.append("\n**Order of convergence and exact range** (analytic model; [table](convergence.md)):\n")
         lines += [f"- {line}" for line in results["convergence"]["lines"]]

@@ -79,6 +79,10 @@ def test_edit_fidelity_lands_in_the_target_class(bench_results):
     assert {r["steps"] for r in results["edit_fidelity"]["sweep"]} == set(run_sizes()["edit"]["sweep_steps"])
     # The exact methods' inverted states are measured against DDIM inversion's.
     assert all(0 < rows[(m, 0.9)]["off_ddim"] < math.inf for m in ("EDICT", "BDIA", "O-BELM"))
+    # O-BELM's edit along normal's near-equal steps (leapfrog, an undamped second mode) and
+    # along karras' shrinking ones; measured at the quick sizes: position 0.146 and 0.965
+    position = {(r["method"], r["scheduler"]): r["position"] for r in results["edit_fidelity"]["by_scheduler"]}
+    assert position[("O-BELM", "karras")] > position[("O-BELM", "normal")] + 0.5, position
     _assert_written(out, "edit_fidelity")
 
 
