@@ -148,10 +148,10 @@ and DDIM inversion on the same session code keeps position."""
 SCHEDULERS = """Why O-BELM's edits depend on the scheduler. O-BELM steps from the two latest states, and
 its recurrence has a second solution beside the one that follows the ODE: a mode that flips
 sign each step and is multiplied by rho^2 per step, rho the ratio of a step's length in sigma
-to the one before. Where steps shrink toward the clean end (karras, exponential) rho < 1 damps
-that mode. Where consecutive steps are about equal in sigma (normal's tail, which an edit at
-denoise 0.5 to 0.7 runs, and flow models' near-linear schedules) rho is about 1: the method is
-then the leapfrog scheme, whose second mode grows on the directions the denoiser contracts
-(pulling toward the class). In a round trip inversion and generation cancel it exactly (the
+to the one before; over a run it is damped by (last step / first step)^2. Where steps shrink
+toward the clean end (karras, exponential, and normal over a whole schedule) that damps it.
+Where consecutive steps are about equal in sigma (normal's tail, which an edit at denoise 0.5
+to 0.7 runs) rho is about 1: the method is then the leapfrog scheme, whose second mode grows on
+the directions the denoiser contracts (pulling toward the class). In a round trip inversion and generation cancel it exactly (the
 reconstruction table); in an edit, generation runs under other conditioning and the mode is
 not cancelled. EDICT and BDIA damp their second mode by p and gamma < 1 on any schedule."""
