@@ -37,6 +37,24 @@ class MethodSpec:
     pair_in: bool  # the routines take and return a pair of equal-level states (EDICT)
     calls_per_step: int
     growth: object = None  # params -> (factor by which inversion grows rounding per step, why)
+    edit_warning: object = None  # prepared sigmas -> why an edit along them drifts, or None
+
+
+# bench/results/edit_fidelity.md: O-BELM's edits keep the source as DDIM's do where the damping
+# is 0.017 or less (normal at denoise 0.9, karras, exponential) and lose it at 0.23 and above
+# (normal at denoise 0.7 and below).
+OBELM_EDIT_DAMPING = 0.05
+
+
+def _obelm_edit_warning(sigmas):
+    damping = core.obelm.second_mode_damping(sigmas)
+    if damping <= OBELM_EDIT_DAMPING:
+        return None
+    return (f"this schedule's steps barely shrink toward the clean end ((last step / first step)^2 = "
+            f"{damping:.2g}, above {OBELM_EDIT_DAMPING}), where O-BELM's second mode is not damped: "
+            "the round trip stays exact, but an edit (another prompt) drifts from the source "
+            "(bench/results/edit_fidelity.md). For edits use the karras or exponential scheduler, "
+            "or BDIA.")
 
 
 def _from_clean_latent(invert):
@@ -61,7 +79,7 @@ SPECS = {
     "obelm": MethodSpec(
         title="O-BELM", defaults={}, checks={}, min_steps=core.obelm.MIN_STEPS,
         invert=_from_clean_latent(core.invert_obelm), sample_pair=core.sample_obelm_pair,
-        sample_noise=core.sample_obelm, pair_in=False, calls_per_step=1),
+        sample_noise=core.sample_obelm, pair_in=False, calls_per_step=1, edit_warning=_obelm_edit_warning),
 }
 METHOD_TITLES = {name: spec.title for name, spec in SPECS.items()}
 
@@ -113,6 +131,13 @@ class Method:
                         "float rounding by %s per step, so beyond about %d steps the round trip may "
                         "not return the latent exactly (bench/results/convergence.md). Use fewer steps, "
                         "a setting closer to 1, or O-BELM.", node, steps, self.title, why, limit)
+
+    def warn_about_edits(self, node, sigmas):
+        """A schedule along which this method's edits drift is named in the log, not refused:
+        its round trip is still exact."""
+        why = self.spec.edit_warning(sigmas) if self.spec.edit_warning else None
+        if why:
+            log.warning("%s: %s", node, why)
 
     @classmethod
     def from_record(cls, record):

@@ -189,6 +189,7 @@ def invert(node, guider, latent, sigmas, method, schedule=None):
     steps = len(prepared) - 1
     method.check_steps(node, steps, schedule_input)
     method.warn_past_exact_range(node, steps)
+    method.warn_about_edits(node, prepared)
     clean_level = float(prepared[-1])
 
     def routine(session):

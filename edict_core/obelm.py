@@ -43,6 +43,22 @@ def _levels(sigmas):
     return kept[::-1]
 
 
+def second_mode_damping(sigmas):
+    """How much a run along `sigmas` damps O-BELM's second solution of its recurrence.
+
+    Beside the mode that follows the ODE the recurrence has one that flips sign each step and
+    is multiplied by rho_k^2 per step; over a run the product telescopes to (last step / first
+    step)^2 in sigma. Well below 1 (karras, exponential, normal over a whole schedule) it
+    dies out; near 1 or above (normal's tail, run by an edit at denoise <= 0.7) the method is
+    leapfrog-like and the mode grows where the denoiser contracts: round trips stay exact,
+    but an edit, sampled under other conditioning, drifts (bench edit_fidelity, by scheduler).
+    """
+    sigmas = _levels(sigmas)
+    if len(sigmas) < 3:
+        return 0.0
+    return ((sigmas[-1] - sigmas[-2]) / (sigmas[1] - sigmas[0])) ** 2
+
+
 def _step(sigmas, k):
     # (h_{k+1}, rho_k): the step leaving sigma_k and its ratio to the step that reached it.
     h = sigmas[k + 1] - sigmas[k]

@@ -143,7 +143,9 @@ class BDIASample:
 class OBELMInvert:
     DESCRIPTION = ("Invert a latent with O-BELM (Wang et al., NeurIPS 2024): the second-order "
                    "bidirectional multistep sampler, exact like BDIA at one model call per step, "
-                   "with no setting to tune.")
+                   "with no setting to tune. For edits use the karras or exponential scheduler: "
+                   "along steps of about equal length (normal at denoise 0.7 or less) its edits "
+                   "drift from the photo, and the node says so in the log.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("The inverted latent: a LATENT whose samples are the noisiest state, carrying "

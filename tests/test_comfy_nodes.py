@@ -165,3 +165,21 @@ def test_inverting_past_the_exact_range_warns_and_names_the_limit(comfy, scene, 
     assert ran == limit + 1
     assert f"{method} Invert: {limit + 1} steps is past {method}'s exact range" in message
     assert f"beyond about {limit} steps" in message and "O-BELM" in message
+
+
+@pytest.mark.parametrize("scheduler,denoise,warns", [("normal", 0.5, True), ("karras", 0.5, False),
+                                                     ("normal", 1.0, False)])
+def test_obelm_names_a_schedule_along_which_edits_drift(comfy, scene, caplog, scheduler, denoise, warns):
+    """O-BELM's second mode is damped by (last step / first step)^2 over a run; normal's tail
+    (denoise 0.5) barely damps it, and O-BELM Invert says so, naming the fix; karras, or a
+    whole schedule, does not warn. Either way the inversion runs."""
+    with caplog.at_level(logging.WARNING, logger="exact_inversion"):
+        inverted = invert(comfy, scene, "OBELM", steps=8, scheduler=scheduler, denoise=denoise)
+    messages = [r.getMessage() for r in caplog.records if "barely shrink" in r.getMessage()]
+    assert inverted["exact_inversion"]["method"] == "obelm"
+    if warns:
+        (message,) = messages
+        assert message.startswith("O-BELM Invert: this schedule's steps barely shrink")
+        assert "karras or exponential scheduler" in message
+    else:
+        assert messages == []

@@ -242,3 +242,12 @@ def test_obelm_is_second_order():
     for n in (20, 40):
         obelm_ratio, ddim_ratio = errors[n][0] / errors[2 * n][0], errors[n][1] / errors[2 * n][1]
         assert 3.8 <= obelm_ratio <= 4.2 and 1.8 <= ddim_ratio <= 2.3, (n, obelm_ratio, ddim_ratio)
+
+
+def test_second_mode_damping_is_the_squared_ratio_of_last_to_first_step():
+    """The product of rho_k^2 over a run telescopes to (last step / first step)^2."""
+    from edict_core.obelm import second_mode_damping
+
+    assert second_mode_damping(torch.tensor([4.0, 3.0, 2.0, 1.0], dtype=torch.float64)) == 1.0
+    assert second_mode_damping(torch.tensor([8.0, 4.0, 2.0, 1.0], dtype=torch.float64)) == 0.0625
+    assert second_mode_damping(torch.tensor([2.0, 1.0], dtype=torch.float64)) == 0.0  # one step: no mode
