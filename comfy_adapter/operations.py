@@ -78,15 +78,15 @@ def prepare(node, model, sigmas, input_name="sigmas"):
     0). A schedule whose steps all end at the floor comes back with no step, for the
     method's step check to refuse by name: a silent no-op would look like a finished edit."""
     sigmas = torch.as_tensor(sigmas)
-    if sigmas.numel() == 0:
-        return None
-    if sigmas.numel() == 1:
+    if sigmas.numel() < 2:
         return None
     floor = float(model.get_model_object("model_sampling").sigma_min)
     try:
         return core.prepare_sigmas(sigmas, floor)
     except ValueError as error:
-        raise NodeInputError(node, input_name, str(error), "Connect a scheduler's SIGMAS (noisy to clean).") from None
+        fix = ("Connect a scheduler's SIGMAS (noisy to clean)." if input_name == "sigmas"
+               else "The scheduler gave no usable schedule for these steps: use more steps or another scheduler.")
+        raise NodeInputError(node, input_name, str(error), fix) from None
 
 
 def _samples(node, latent):

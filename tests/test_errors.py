@@ -126,6 +126,10 @@ BAD_INPUTS = [
     ("BDIA with 2 steps of normal, the last to sigma = 0",
      lambda c, s: sample(c, s, "BDIA", s["latent"], steps=2, denoise=1.0),
      r"BDIA Sample: input 'steps': BDIA needs at least 2 steps, the schedule has 1 "),
+    ("kl_optimal with one step (its formula divides by steps - 1)",
+     lambda c, s: invert(c, s, "EDICT", steps=1, scheduler="kl_optimal", denoise=1.0),
+     r"EDICT Invert: input 'steps': every sigma must be positive and finite; the schedule holds nan\. "
+     r"The scheduler gave no usable schedule for these steps: use more steps or another scheduler"),
     ("unknown scheduler",
      lambda c, s: invert(c, s, "EDICT", scheduler="nope"),
      r"EDICT Invert: input 'scheduler': unknown scheduler 'nope'\. Use one of simple|normal"),
