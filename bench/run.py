@@ -3,7 +3,7 @@
 Starts a real ComfyUI in this process on the CPU (as the tests do), runs the chosen parts,
 prints each part's markdown and writes <out>/<part>.md and .png, then (when every part ran)
 <out>/summary.md with the headline figures. --quick is the smoke-test size (seconds per part); the default
-is the full CPU run committed in bench/results (about 9 minutes on 2 idle cores).
+is the full CPU run committed in bench/results (about 34 minutes on 2 cores).
 """
 
 import argparse
