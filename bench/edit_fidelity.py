@@ -74,6 +74,14 @@ def measure(comfy, s, strengths, cfgs, steps, scheduler="normal"):
     return rows
 
 
+def _by_scheduler(comfy, s, grid_rows, scheduler, strengths, cfg, steps):
+    """measure() along `scheduler`, taking the rows the grid (normal, same steps) already has."""
+    known = [r for r in grid_rows if r["scheduler"] == scheduler and r["cfg"] == cfg and r["strength"] in strengths]
+    if {r["strength"] for r in known} == set(strengths):
+        return sorted(known, key=lambda r: strengths.index(r["strength"]))
+    return measure(comfy, s, strengths, (cfg,), steps, scheduler)
+
+
 def run(comfy, out_dir, strengths=(0.5, 0.7, 0.9), cfgs=(1.0, 3.0, 7.0), steps=50, per_class=16,
         sweep_steps=(20, 50, 100, 200), sweep_cfg=7.0, sweep_strength=0.7,
         schedulers=("normal", "karras", "exponential"), scheduler_strengths=(0.5, 0.7), scheduler_cfg=3.0):
@@ -83,8 +91,8 @@ def run(comfy, out_dir, strengths=(0.5, 0.7, 0.9), cfgs=(1.0, 3.0, 7.0), steps=5
     s = scene(per_class)
     rows = measure(comfy, s, strengths, cfgs, steps)
     sweep = [r for n in sweep_steps for r in measure(comfy, s, (sweep_strength,), (sweep_cfg,), n)]
-    by_scheduler = [r for name in schedulers
-                    for r in measure(comfy, s, scheduler_strengths, (scheduler_cfg,), steps, name)]
+    by_scheduler = [r for name in schedulers for r in _by_scheduler(comfy, s, rows, name, scheduler_strengths,
+                                                                  scheduler_cfg, steps)]
     fig, axes = report.figure(3, width=4.6)
     colors = {"EDICT": "tab:blue", "BDIA": "tab:green", "O-BELM": "tab:purple", "DDIM": "tab:red",
               "SDEdit": "tab:gray"}

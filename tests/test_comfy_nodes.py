@@ -70,7 +70,7 @@ def test_plain_latent_is_seeded_text_to_image(comfy, scene, name, extra):
 
 
 # "simple" at denoise 0.5: normal's one step there would run from sigma_min to 0, which an
-# exact method does not run (test_a_schedule_with_no_step_left_is_refused_by_name)
+# exact method does not run (test_errors.py refuses that schedule by name)
 @pytest.mark.parametrize("denoise,source,scheduler", [(1.0, "empty", "normal"), (0.5, "image", "simple")])
 def test_one_plain_step_from_a_plain_latent_is_comfyuis_euler_step(comfy, scene, denoise, source, scheduler):
     """A sample from a plain latent starts as KSampler does. One EDICT step without mixing
