@@ -3,8 +3,10 @@
 `invert` and `sample` are the one code path of every node. The advanced nodes hand them a
 guider and sigmas as they are; the simple nodes first build a CFGGuider from model, prompts
 and cfg, and the sigmas from steps, scheduler and denoise (`simple_guider`, `Schedule`),
-as KSampler does. Each runs one edict_core routine in one ComfyUI sampling session
-(session.run_in_session). `node` is the display name that error messages start with.
+as KSampler does. Each is three steps: where to start (`Start`: an inverted latent's record,
+or a plain latent), one run of the method's spec routine in one ComfyUI sampling session
+(session.run_in_session), and the result wrapped as a LATENT with its record. `node` is the
+display name that error messages start with.
 """
 
 import logging
@@ -18,9 +20,11 @@ import comfy.samplers
 
 from .. import edict_core as core
 from .errors import NodeInputError, checked
+from .fingerprint import model_fingerprint
 from .methods import METHOD_TITLES, Method
+from .notices import Notices
 from .record import check_pair, plain_latent, read_record, with_record
-from .session import latent_format_name, model_sampling_kind, run_in_session
+from .session import generate_from_noise, latent_format_name, model_sampling_kind, run_in_session
 
 log = logging.getLogger("exact_inversion")
 
@@ -112,31 +116,38 @@ def _samples(node, latent):
     return samples
 
 
+def blend_outside_mask(source, mask, result):
+    """Masked editing: where mask is 0 the result is `source` bit for bit, where it is 1 the
+    result as generated, and a soft mask blends the two. source, result: [B, C, ...];
+    mask: broadcastable to them. Computed in float64, returned in result's dtype."""
+    source = source.to(torch.float64)
+    # source + mask * (r - source) is source exactly wherever mask is 0.
+    return (source + mask.to(source) * (result.to(torch.float64) - source)).to(result.dtype)
+
+
 def _keep_outside_mask(latent, source, results):
-    """Masked editing: where the latent's noise_mask is 0 each result is `source` bit for bit,
-    where it is 1 the result as generated, and a soft mask blends the two. The whole latent
-    is still generated, so the edit sees its surroundings. source and results: [B, C, ...]
-    latent space."""
+    """blend_outside_mask for each result, with the LATENT's noise_mask (none: unchanged). The
+    whole latent is still generated, so the edit sees its surroundings. Latent space."""
     mask = latent.get("noise_mask")
     if mask is None:
         return results
-    source = source.to(torch.float64)
-    mask = comfy.sampler_helpers.prepare_mask(mask, source.shape, source.device).to(torch.float64)
-    # source + mask * (r - source) is source exactly wherever mask is 0.
-    return [(source + mask * (r.to(torch.float64) - source)).to(r.dtype) for r in results]
+    mask = comfy.sampler_helpers.prepare_mask(mask, source.shape, source.device)
+    return [blend_outside_mask(source, mask, r) for r in results]
 
 
 def _model_identity(model):
     """What a pair must be sampled with: the model's class (SD15, SDXL, Flux, ...), its
-    prediction type and its latent format."""
+    prediction type and its latent format; and a fingerprint of its weights and patches,
+    which tells another checkpoint or LoRA of the same family apart."""
     return {"model_class": type(model.model).__name__,
             "model_sampling": model_sampling_kind(model.get_model_object("model_sampling")),
-            "latent_format": latent_format_name(model)}
+            "latent_format": latent_format_name(model),
+            "model_fingerprint": model_fingerprint(model)}
 
 
-def _follow_record(node, record, method, schedule):
+def _follow_record(notices, record, method, schedule):
     """The method and schedule fields an existing pair was made with, which a run on it must
-    follow for exactness; logs the settings of the node's own that it therefore ignores."""
+    follow for exactness; tells the user which of the node's own settings it therefore ignores."""
     recorded = Method.from_record(record)
     differ = {key: value for key, (value, _) in method.differences(recorded).items()}
     recorded_schedule = {key: record[key] for key in ("steps", "scheduler", "denoise") if key in record}
@@ -144,10 +155,20 @@ def _follow_record(node, record, method, schedule):
         differ.update({key: value for key, value in schedule.fields().items()
                        if key in recorded_schedule and recorded_schedule[key] != value})
     if differ:
-        log.info("%s: following the latent's own settings %s; this node's %s are not used "
-                 "(only the guider, its conditioning and cfg apply).",
-                 node, {**recorded.params, **recorded_schedule}, differ)
+        notices.info(f"following the latent's own settings {dict(recorded.params, **recorded_schedule)}; "
+                     f"this node's {differ} are not used (only the guider, its conditioning and cfg apply).")
     return recorded, recorded_schedule
+
+
+def _check_same_model(notices, record, identity):
+    """A pair sampled with other weights or patches than it was inverted with: a legitimate
+    edit, never an exact round trip. Named on the node; older records have no fingerprint."""
+    recorded = record.get("model_fingerprint")
+    if recorded is not None and recorded != identity["model_fingerprint"]:
+        title = METHOD_TITLES[record["method"]]
+        notices.warn(f"this model is not the one that inverted latent_image (other weights or patches: "
+                     f"another checkpoint, LoRA or strength). An edit with it is fine, but a round trip is "
+                     f"not exact: to regenerate the image, connect the model that {title} Invert used.")
 
 
 def _schedule_input(schedule):
@@ -155,69 +176,57 @@ def _schedule_input(schedule):
     return "steps" if schedule is not None else "sigmas"
 
 
-def invert(node, guider, latent, sigmas, method, schedule=None):
-    """Invert a clean latent (or EDICT Sample's pair) with `method` along `sigmas`.
+@dataclass
+class Start:
+    """Where a run starts. prepared: the float64 schedule it walks. source: the clean latent
+    [B, C, ...] (latent space) that the guider sees and a mask keeps. pair: a record's two
+    states to start from, latent space (None: from a single latent, through the spec's
+    start_clean from `source`, or start_noisy from `source` plus `noise`). noise: the seeded
+    noise [B, C, ...] for a plain latent. fields: the schedule widgets a record keeps.
+    method: the settings that apply (the record's own where a pair is followed)."""
+    prepared: torch.Tensor
+    source: torch.Tensor
+    method: Method
+    fields: dict
+    pair: tuple = None
+    noise: torch.Tensor = None
 
-    guider: any GUIDER (its model, conds and cfg are those of the inversion). sigmas: a
-    ComfyUI schedule, descending, usually ending in 0. schedule: the simple nodes' widgets,
-    kept in the record. Returns the inverted LATENT: `samples` one noisy state [B, C, ...]
-    at sigmas[0], the record holding the float64 pair.
-    """
-    method = method.validated(node)
-    schedule_input = _schedule_input(schedule)
+    @property
+    def steps(self):
+        return len(self.prepared) - 1
+
+    @property
+    def reports(self):
+        """How many steps the progress bar counts: each step that runs, and no other."""
+        return self.method.spec.reports(self.steps, started=self.pair is None)
+
+
+def _invert_start(node, notices, guider, latent, sigmas, method, schedule, identity):
+    """An Invert node's start: a clean latent as the pair (x, x), or a clean pair of this
+    method that a Sample node made (its own schedule and source are followed: the noisy pair
+    it came from is recovered exactly). None: denoise 0, nothing to do."""
     samples = _samples(node, latent)
-    model = guider.model_patcher
-    identity = _model_identity(model)
     record = read_record(latent)
     if record is not None and record["state"] == "noisy":
         raise NodeInputError(node, "latent_image",
                              f"it is already inverted (by {METHOD_TITLES[record['method']]} Invert).",
                              "Connect the clean latent (VAE Encode's output), not an inverted one.")
-    if record is not None and record["method"] == method.name and method.spec.pair_in:
-        # EDICT Sample's output is a pair at the clean end: invert it exactly, along the
-        # schedule and settings it was sampled with and with the same clean latent.
+    if record is not None and record["method"] == method.name:
         check_pair(node, record, samples, identity)
-        method, schedule_fields = _follow_record(node, record, method, schedule)
-        prepared, source = record["sigmas"], record["source"]
-        start = (record["branch"], record["partner"])
-    else:
-        prepared = prepare(node, model, sigmas, schedule_input)
-        if prepared is None:  # denoise 0: nothing to invert
-            return dict(latent)
-        schedule_fields = schedule.fields() if schedule else {}
-        source, start = samples, (samples, samples)
-    steps = len(prepared) - 1
-    method.check_steps(node, steps, schedule_input)
-    method.warn_past_exact_range(node, steps)
-    method.warn_about_edits(node, prepared)
-    clean_level = float(prepared[-1])
-
-    def routine(session):
-        pair = [session.enter_clean(session.to_model_space(t), clean_level) for t in start]
-        noisy = method.spec.invert(session.denoise, pair, prepared, session.input_scale,
-                                   callback=session.report, **method.params)
-        return [session.to_latent_space(t) for t in noisy]
-
-    branch, partner = run_in_session(node, guider, source, prepared, steps, routine,
-                                     denoise_mask=latent.get("noise_mask"))
-    return with_record(latent, branch, partner, method=method.name, state="noisy", source=source,
-                       sigmas=prepared, **identity,
-                       **method.params, **schedule_fields)
+        _check_same_model(notices, record, identity)
+        followed, fields = _follow_record(notices, record, method, schedule)
+        return Start(record["sigmas"], record["source"], followed, fields,
+                     pair=(record["branch"], record["partner"]))
+    prepared = prepare(node, guider.model_patcher, sigmas, _schedule_input(schedule))
+    if prepared is None:
+        return None
+    return Start(prepared, samples, method, schedule.fields() if schedule else {})
 
 
-def sample(node, guider, latent, method, sigmas=None, noise=None, schedule=None):
-    """Generate with `method`: from an inverted latent's pair along its own schedule (exact
-    regeneration, or an edit when the guider's conditioning differs), or from a plain latent
-    like SamplerCustomAdvanced (noise from `noise` at sigmas[0], then `method`).
-
-    Returns a LATENT at the clean end; for EDICT it carries the pair, which EDICT Invert
-    takes back exactly.
-    """
-    method = method.validated(node)
-    schedule_input = _schedule_input(schedule)
+def _sample_start(node, notices, guider, latent, method, sigmas, noise, schedule, identity):
+    """A Sample node's start: an inverted latent's noisy pair along its own schedule, or a
+    plain latent and seeded noise along `sigmas`. None: denoise 0, nothing to do."""
     samples = _samples(node, latent)
-    model = guider.model_patcher
-    identity = _model_identity(model)
     record = read_record(latent)
     if record is not None and record["state"] == "noisy":
         if record["method"] != method.name:
@@ -225,65 +234,125 @@ def sample(node, guider, latent, method, sigmas=None, noise=None, schedule=None)
             raise NodeInputError(node, "latent_image", f"it was inverted with {other} Invert.",
                                  f"Connect it to {other} Sample, or invert with {method.title} Invert.")
         check_pair(node, record, samples, identity)
-        method, schedule_fields = _follow_record(node, record, method, schedule)
-        prepared, source = record["sigmas"], record["source"]
-        start, noise_tensor = (record["branch"], record["partner"]), None
-    else:
-        if sigmas is None or noise is None:
-            raise NodeInputError(node, "latent_image", "it is a plain latent, and a plain latent is "
-                                 "sampled from noise, which needs sigmas and noise.",
-                                 "Connect the SIGMAS and NOISE inputs, or an inverted latent.")
-        samples = comfy.sample.fix_empty_latent_channels(model, samples)
-        prepared = prepare(node, model, sigmas, schedule_input)
-        if prepared is None:  # denoise 0
-            return dict(latent)
-        schedule_fields = schedule.fields() if schedule else {}
-        noise_tensor = noise.generate_noise(dict(latent, samples=samples))
-        source, start = samples, None
-    steps = len(prepared) - 1
-    method.check_steps(node, steps, schedule_input)
-    clean_level = float(prepared[-1])
+        _check_same_model(notices, record, identity)
+        followed, fields = _follow_record(notices, record, method, schedule)
+        return Start(record["sigmas"], record["source"], followed, fields,
+                     pair=(record["branch"], record["partner"]))
+    if sigmas is None or noise is None:
+        raise NodeInputError(node, "latent_image", "it is a plain latent, and a plain latent is "
+                             "sampled from noise, which needs sigmas and noise.",
+                             "Connect the SIGMAS and NOISE inputs, or an inverted latent.")
+    model = guider.model_patcher
+    samples = comfy.sample.fix_empty_latent_channels(model, samples)
+    prepared = prepare(node, model, sigmas, _schedule_input(schedule))
+    if prepared is None:
+        return None
+    return Start(prepared, samples, method, schedule.fields() if schedule else {},
+                 noise=noise.generate_noise(dict(latent, samples=samples)))
+
+
+def _run(node, guider, latent, start, direction, seed=0):
+    """One run of the method's spec routine (direction "invert" | "sample") from `start`, in
+    one sampling session. Returns the resulting pair in latent space, state dtype."""
+    spec, settings = start.method.spec, start.method.params
+    prepared, clean_level = start.prepared, float(start.prepared[-1])
 
     def routine(session):
-        spec, settings = method.spec, dict(callback=session.report, **method.params)
-        if start is not None:
-            pair = [session.to_model_space(t) for t in start]
-            out = spec.sample_pair(session.denoise, pair, prepared, session.input_scale, **settings)
+        report = dict(callback=session.report, **settings)
+        if direction == "invert":
+            if start.pair is not None:
+                pair = [session.enter_clean(session.to_model_space(t), clean_level) for t in start.pair]
+            else:
+                clean = session.enter_clean(session.to_model_space(start.source), clean_level)
+                pair = spec.start_clean(session.denoise, clean, prepared, session.input_scale, **report)
+            noisy = spec.invert(session.denoise, pair, prepared, session.input_scale, **report)
+            return [session.to_latent_space(t) for t in noisy]
+        if start.pair is not None:
+            pair = [session.to_model_space(t) for t in start.pair]
+            out = spec.sample(session.denoise, pair, prepared, session.input_scale, **report)
         else:
-            clean = samples.to(session.device, session.dtype)
+            clean = start.source.to(session.device, session.dtype)
             if torch.count_nonzero(clean) > 0:  # as KSampler: an empty latent is not shifted
                 clean = session.to_model_space(clean)
-            noisy = session.enter_noisy(clean, noise_tensor, prepared)
-            out = spec.sample_noise(session.denoise, (noisy, noisy) if spec.pair_in else noisy, prepared,
-                                    session.input_scale, **settings)
-        out = out if spec.pair_in else [out]
+            out = generate_from_noise(session, start.method, clean, start.noise, prepared)
         return [session.to_latent_space(session.leave_clean(t, clean_level)) for t in out]
 
-    result = run_in_session(node, guider, source, prepared, steps, routine,
-                            seed=getattr(noise, "seed", 0) or 0, denoise_mask=latent.get("noise_mask"))
-    result = _keep_outside_mask(latent, source, result)
-    if method.spec.pair_in:
-        # The pair at the clean end: EDICT Invert takes it back exactly.
-        return with_record(latent, result[0], result[1], method=method.name, state="clean", source=source,
-                           sigmas=prepared, **identity,
-                           **method.params, **schedule_fields)
-    return plain_latent(latent, result[0])
+    return run_in_session(node, guider, start.source, prepared, start.reports, routine, seed=seed,
+                          denoise_mask=latent.get("noise_mask"))
+
+
+def invert(node, guider, latent, sigmas, method, schedule=None, cfg=None):
+    """Invert a clean latent (or a Sample node's clean pair) with `method` along `sigmas`.
+
+    guider: any GUIDER (its model, conds and cfg are those of the inversion). sigmas: a
+    ComfyUI schedule, descending, usually ending in 0. schedule, cfg: the simple nodes'
+    widgets, kept in the record. Returns the inverted LATENT: `samples` one noisy state
+    [B, C, ...] at sigmas[0], the record holding the float64 pair.
+    """
+    notices = Notices(node)
+    method = method.validated(node)
+    identity = _model_identity(guider.model_patcher)
+    start = _invert_start(node, notices, guider, latent, sigmas, method, schedule, identity)
+    if start is None:  # denoise 0: nothing to invert
+        return dict(latent)
+    start.method.check_steps(node, start.steps, _schedule_input(schedule))
+    notices.warn(start.method.past_exact_range(start.steps))
+    notices.warn(start.method.edit_drift(start.prepared))
+    branch, partner = _run(node, guider, latent, start, "invert")
+    extra = {} if cfg is None else {"cfg": float(cfg)}
+    return with_record(latent, branch, partner, method=start.method.name, state="noisy", source=start.source,
+                       sigmas=start.prepared, **identity, **start.method.params, **start.fields, **extra)
+
+
+def sample(node, guider, latent, method, sigmas=None, noise=None, schedule=None, cfg=None):
+    """Generate with `method`: from an inverted latent's pair along its own schedule (exact
+    regeneration, or an edit when the guider's conditioning differs), or from a plain latent
+    like SamplerCustomAdvanced (noise from `noise` at sigmas[0], then `method`).
+
+    Returns a LATENT at the clean end: `samples` the result [B, C, ...], the record its clean
+    pair (EDICT's two branches, which Latent Pair Mix mixes; every method's Invert takes it
+    back along the same schedule).
+    """
+    notices = Notices(node)
+    method = method.validated(node)
+    identity = _model_identity(guider.model_patcher)
+    start = _sample_start(node, notices, guider, latent, method, sigmas, noise, schedule, identity)
+    if start is None:  # denoise 0
+        return dict(latent)
+    start.method.check_steps(node, start.steps, _schedule_input(schedule))
+    result = _run(node, guider, latent, start, "sample", seed=getattr(noise, "seed", 0) or 0)
+    branch, partner = _keep_outside_mask(latent, start.source, result)
+    extra = {} if cfg is None else {"cfg": float(cfg)}
+    return with_record(latent, branch, partner, method=start.method.name, state="clean", source=start.source,
+                       sigmas=start.prepared, **identity, **start.method.params, **start.fields, **extra)
+
+
+def _follows_record(latent, method):
+    record = read_record(latent)
+    return record is not None and record["state"] == "noisy" and record["method"] == method.name
 
 
 def invert_simple(node, model, positive, negative, latent, cfg, schedule, method):
-    """invert() for the simple nodes' widgets."""
+    """invert() for the simple nodes' widgets. A Sample node's clean pair is inverted along
+    its own schedule, so the schedule widgets are not checked for it."""
     method = method.validated(node)
-    schedule = schedule.validated(node, method)
-    return invert(node, simple_guider(model, positive, negative, cfg), latent, schedule.sigmas(model),
-                  method, schedule)
+    record = read_record(latent)
+    following = record is not None and record["state"] == "clean" and record["method"] == method.name
+    if not following:
+        schedule = schedule.validated(node, method)
+    return invert(node, simple_guider(model, positive, negative, cfg), latent,
+                  None if following else schedule.sigmas(model), method, schedule, cfg)
 
 
 def sample_simple(node, model, positive, negative, latent, cfg, seed, schedule, method):
-    """sample() for the simple nodes' widgets; the seed makes KSampler's noise."""
+    """sample() for the simple nodes' widgets; the seed makes KSampler's noise. An inverted
+    latent follows its own schedule, so the schedule widgets are not checked for it."""
     method = method.validated(node)
-    schedule = schedule.validated(node, method)
+    following = _follows_record(latent, method)
+    if not following:
+        schedule = schedule.validated(node, method)
     return sample(node, simple_guider(model, positive, negative, cfg), latent, method,
-                  schedule.sigmas(model), SeededNoise(seed), schedule)
+                  None if following else schedule.sigmas(model), SeededNoise(seed), schedule, cfg)
 
 
 def mix_pair(node, latent, weight):

@@ -8,7 +8,8 @@ import comfy.samplers
 
 from .. import edict_core as core
 from .errors import NodeInputError
-from .session import model_session
+from .operations import blend_outside_mask
+from .session import generate_from_noise, model_session
 
 NODE = "Exact Sampler"
 
@@ -34,14 +35,10 @@ class ExactSampler(comfy.samplers.Sampler):
             return latent_image
         steps = len(prepared) - 1
         self.method.check_steps(NODE, steps, "sigmas")
-        spec = self.method.spec
-        with model_session(NODE, model_wrap, extra_args, callback, steps, noise.device, disable_pbar) as session:
-            noisy = session.enter_noisy(latent_image.to(session.dtype), noise, prepared)
-            out = spec.sample_noise(session.denoise, (noisy, noisy) if spec.pair_in else noisy, prepared,
-                                    session.input_scale, callback=session.report, **self.method.params)
-            # EDICT's two branches agree to the method's accuracy; x is the one its Sample
-            # node puts in `samples`.
-            out = session.leave_clean(out[0] if spec.pair_in else out, float(prepared[-1]))
+        reports = self.method.spec.reports(steps, started=True)
+        with model_session(NODE, model_wrap, extra_args, callback, reports, noise.device, disable_pbar) as session:
+            pair = generate_from_noise(session, self.method, latent_image.to(session.dtype), noise, prepared)
+            out = session.leave_clean(pair[0], float(prepared[-1]))
         if denoise_mask is not None:
-            out = latent_image.to(out) + denoise_mask.to(out) * (out - latent_image.to(out))
+            out = blend_outside_mask(latent_image, denoise_mask, out)
         return out.to(torch.float32)

@@ -149,6 +149,17 @@ def model_session(node, model_wrap, extra_args, callback, total_steps, device, d
         bar.close()
 
 
+def generate_from_noise(session, method, clean, noise, sigmas):
+    """A plain latent's generation: KSampler's start (seeded noise scaled in at sigmas[0]),
+    the method's start_noisy, then its sample. clean: the model-space latent [B, C, ...] (zeros
+    for text-to-image), noise: the same shape, sigmas: prepared. Returns the clean pair in
+    sampler space at sigmas[-1]; pair[0] is the result."""
+    spec, settings = method.spec, dict(callback=session.report, **method.params)
+    noisy = session.enter_noisy(clean, noise, sigmas)
+    pair = spec.start_noisy(session.denoise, noisy, sigmas, session.input_scale, **settings)
+    return spec.sample(session.denoise, pair, sigmas, session.input_scale, **settings)
+
+
 class _RoutineSampler(comfy.samplers.Sampler):
     def __init__(self, node, routine, total_steps):
         self.node = node

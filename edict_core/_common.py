@@ -23,3 +23,31 @@ def report(callback, i, sigma, x, denoised):
 def levels(sigmas):
     """Schedule as Python floats, so each step's arithmetic is the same in both directions."""
     return [float(s) for s in sigmas]
+
+
+def twin(model, x, sigmas, input_scale, callback=None, **settings):
+    """A one-level method's start from one latent x ([B, C, ...], clean at sigmas[-1] or noisy
+    at sigmas[0]): the pair (x, x), no model call (EDICT's two branches begin equal)."""
+    return x, x
+
+
+def ddim_inverse_start(model, x, sigmas, input_scale, callback=None, **settings):
+    """A two-level method's start of inversion from one clean latent x ([B, C, ...] at
+    sigmas[-1]): the clean pair (x, one plain DDIM inversion step at sigmas[-2]), as the BDIA
+    and BELM reference code begins inversion. One model call."""
+    sigmas = levels(sigmas)
+    e, denoised = direction(model, x, sigmas[-1])
+    up = x + (sigmas[-2] - sigmas[-1]) * e
+    report(callback, 0, sigmas[-2], up, denoised)
+    return x, up
+
+
+def ddim_start(model, x, sigmas, input_scale, callback=None, **settings):
+    """A two-level method's start from one noisy latent x ([B, C, ...] at sigmas[0]): the pair
+    (x at sigmas[0], one plain DDIM step at sigmas[1]), as the BDIA and BELM reference code
+    begins generation (there is no earlier state yet). One model call."""
+    sigmas = levels(sigmas)
+    e, denoised = direction(model, x, sigmas[0])
+    first_step = x + (sigmas[1] - sigmas[0]) * e
+    report(callback, 0, sigmas[1], first_step, denoised)
+    return x, first_step

@@ -6,7 +6,7 @@ X_{k-1} the same relation runs backward, one model call per step. See algorithms
 section 4.
 """
 
-from ._common import direction, levels, report
+from ._common import ddim_inverse_start, ddim_start, direction, levels, report
 
 MIN_STEPS = 2
 
@@ -17,12 +17,7 @@ def _ratio(sigmas, k, input_scale):
     return input_scale(sigmas[k - 1]) / input_scale(sigmas[k + 1])
 
 
-def sample_bdia_pair(model, pair, sigmas, input_scale, gamma, callback=None):
-    """Generate from the pair (X_0, X_1) at (sigmas[0], sigmas[1]) down to sigmas[-1].
-
-    pair: two [B, C, ...] tensors, as returned by invert_bdia. Returns X_N at sigmas[-1],
-    N = len(sigmas) - 1 >= 1. One model call per step, N - 1 in all.
-    """
+def _generate(model, pair, sigmas, input_scale, gamma, callback):
     sigmas = levels(sigmas)
     previous, current = pair
     for k in range(1, len(sigmas) - 1):
@@ -32,7 +27,22 @@ def sample_bdia_pair(model, pair, sigmas, input_scale, gamma, callback=None):
                      + current + (sigmas[k + 1] - sigmas[k]) * e)
         previous, current = current, following
         report(callback, k, sigmas[k + 1], current, denoised)
-    return current
+    return current, previous
+
+
+def sample_bdia_pair(model, pair, sigmas, input_scale, gamma, callback=None):
+    """Generate from the pair (X_0, X_1) at (sigmas[0], sigmas[1]) down to sigmas[-1].
+
+    pair: two [B, C, ...] tensors, as returned by invert_bdia. Returns X_N at sigmas[-1],
+    N = len(sigmas) - 1 >= 1. One model call per step, N - 1 in all.
+    """
+    return _generate(model, pair, sigmas, input_scale, gamma, callback)[0]
+
+
+def sample_to_pair(model, pair, sigmas, input_scale, gamma, callback=None):
+    """The method spec's generation: the noisy pair (X_0, X_1) -> the clean pair
+    (X_N at sigmas[-1], X_{N-1} at sigmas[-2]). N - 1 model calls."""
+    return _generate(model, pair, sigmas, input_scale, gamma, callback)
 
 
 def sample_bdia(model, x, sigmas, input_scale, gamma, callback=None):
@@ -41,13 +51,19 @@ def sample_bdia(model, x, sigmas, input_scale, gamma, callback=None):
     x: [B, C, ...] at sigmas[0]. The first step is plain DDIM (there is no earlier state
     yet), the rest are BDIA. Returns the state at sigmas[-1]. One model call per step.
     """
-    sigmas = levels(sigmas)
     if len(sigmas) < 2:
         return x
-    e, denoised = direction(model, x, sigmas[0])
-    first_step = x + (sigmas[1] - sigmas[0]) * e
-    report(callback, 0, sigmas[1], first_step, denoised)
-    return sample_bdia_pair(model, (x, first_step), sigmas, input_scale, gamma, callback)
+    return sample_bdia_pair(model, ddim_start(model, x, sigmas, input_scale, callback=callback), sigmas,
+                            input_scale, gamma, callback)
+
+
+def _check_steps(sigmas):
+    n = len(sigmas) - 1
+    if n < MIN_STEPS:
+        # With one step the pair is (DDIM-inverted x, x) and sampling hands x back without a
+        # model call: an "edit" would ignore its prompt.
+        raise ValueError(f"BDIA needs at least {MIN_STEPS} steps, got {n}.")
+    return n
 
 
 def invert_bdia(model, x, sigmas, input_scale, gamma, callback=None):
@@ -58,15 +74,20 @@ def invert_bdia(model, x, sigmas, input_scale, gamma, callback=None):
     model and settings returns x to float rounding. Returns (X_0, X_1) at
     (sigmas[0], sigmas[1]). One model call per step, N = len(sigmas) - 1 >= 2 in all.
     """
+    _check_steps(sigmas)
+    return invert_pair(model, ddim_inverse_start(model, x, sigmas, input_scale, callback=callback), sigmas,
+                       input_scale, gamma, callback)
+
+
+def invert_pair(model, pair, sigmas, input_scale, gamma, callback=None):
+    """The method spec's inversion: the clean pair (X_N, X_{N-1}) at (sigmas[-1], sigmas[-2])
+    up to (X_0, X_1) at (sigmas[0], sigmas[1]), solving the recurrence for each earlier state.
+    From a Sample node's clean pair this recovers the noisy pair it came from exactly; a clean
+    latent enters through ddim_inverse_start (invert_bdia). N - 1 model calls.
+    """
     sigmas = levels(sigmas)
-    n = len(sigmas) - 1
-    if n < MIN_STEPS:
-        # With one step the pair is (DDIM-inverted x, x) and sampling hands x back without a
-        # model call: an "edit" would ignore its prompt.
-        raise ValueError(f"BDIA needs at least {MIN_STEPS} steps, got {n}.")
-    e, denoised = direction(model, x, sigmas[n])
-    following, current = x, x + (sigmas[n - 1] - sigmas[n]) * e
-    report(callback, 0, sigmas[n - 1], current, denoised)
+    n = _check_steps(sigmas)
+    following, current = pair
     for i, k in enumerate(range(n - 1, 0, -1), start=1):
         e, denoised = direction(model, current, sigmas[k])
         forward_residual = following - current - (sigmas[k + 1] - sigmas[k]) * e

@@ -2,7 +2,8 @@
 
 States X_k sit at sigmas[k] (k grows toward the clean end), h_k = sigma_k - sigma_{k-1}
 (negative in generation), rho_k = h_{k+1} / h_k, e_k = d(X_k, sigma_k). One model call per
-step (a step of float32 rounding length is dropped first, see SAME_LEVEL):
+step. The schedule comes from prepare_sigmas, which has already dropped a last step of
+float32 rounding length (inversion divides by rho^2 and would turn the pair into noise):
 
     generation:  X_{k+1} = X_k + rho_k^2 (X_{k-1} - X_k) + (1 + rho_k) h_{k+1} e_k
     inversion:   X_{k-1} = X_k + (X_{k+1} - X_k - (1 + rho_k) h_{k+1} e_k) / rho_k^2
@@ -17,30 +18,9 @@ second-order (leapfrog for equal steps) member of the BELM family; for any step 
 two X coefficients sum to 1 and a straight trajectory X = x0 + sigma * d is followed exactly.
 """
 
-from ._common import direction, levels, report
+from ._common import ddim_inverse_start, ddim_start, direction, levels, report
 
 MIN_STEPS = 2
-# Levels closer than this (relative) are one level. ComfyUI computes schedules in float32:
-# karras, exponential and normal end a few float32 ulps (up to 6e-7 relative) above
-# model_sampling.sigma_min, and prepare_sigmas appends the floor after that, a step some
-# 1e-6 times the one before it. Inversion divides by rho^2 (1e12 there) and would turn the
-# pair into rounding noise; dropping that level moves the result by less than float32 shows.
-SAME_LEVEL = 1e-5
-
-
-def _levels(sigmas):
-    """The schedule as floats, less every level within SAME_LEVEL of the next one (the first
-    and the last level are always kept). Generation and inversion drop the same levels."""
-    sigmas = levels(sigmas)
-    kept = sigmas[-1:]
-    for sigma in reversed(sigmas[1:-1]):
-        if sigma - kept[-1] > SAME_LEVEL * kept[-1]:
-            kept.append(sigma)
-    if len(sigmas) > 1:
-        if len(kept) > 1 and sigmas[0] - kept[-1] <= SAME_LEVEL * kept[-1]:
-            kept.pop()  # the start is the input's level: drop the one just below it instead
-        kept.append(sigmas[0])
-    return kept[::-1]
 
 
 def second_mode_damping(sigmas):
@@ -53,7 +33,7 @@ def second_mode_damping(sigmas):
     leapfrog-like and the mode grows where the denoiser contracts: round trips stay exact,
     but an edit, sampled under other conditioning, drifts (bench edit_fidelity, by scheduler).
     """
-    sigmas = _levels(sigmas)
+    sigmas = levels(sigmas)
     if len(sigmas) < 3:
         return 0.0
     return ((sigmas[-1] - sigmas[-2]) / (sigmas[1] - sigmas[0])) ** 2
@@ -65,14 +45,8 @@ def _step(sigmas, k):
     return h, h / (sigmas[k] - sigmas[k - 1])
 
 
-def sample_obelm_pair(model, pair, sigmas, input_scale=None, callback=None):
-    """Generate from the pair (X_0, X_1) at (sigmas[0], sigmas[1]) down to sigmas[-1].
-
-    pair: two [B, C, ...] tensors, as returned by invert_obelm. Returns X_N at sigmas[-1],
-    N >= 1 steps. One model call per step, N - 1 in all. input_scale is taken
-    for the same call shape as BDIA and not used (see the module docstring).
-    """
-    sigmas = _levels(sigmas)
+def _generate(model, pair, sigmas, callback):
+    sigmas = levels(sigmas)
     previous, current = pair
     for k in range(1, len(sigmas) - 1):
         e, denoised = direction(model, current, sigmas[k])
@@ -80,7 +54,23 @@ def sample_obelm_pair(model, pair, sigmas, input_scale=None, callback=None):
         following = current + rho * rho * (previous - current) + (1 + rho) * h * e
         previous, current = current, following
         report(callback, k, sigmas[k + 1], current, denoised)
-    return current
+    return current, previous
+
+
+def sample_obelm_pair(model, pair, sigmas, input_scale=None, callback=None):
+    """Generate from the pair (X_0, X_1) at (sigmas[0], sigmas[1]) down to sigmas[-1].
+
+    pair: two [B, C, ...] tensors, as returned by invert_obelm. Returns X_N at sigmas[-1],
+    N >= 1 steps. One model call per step, N - 1 in all. input_scale is taken
+    for the same call shape as BDIA and not used (see the module docstring).
+    """
+    return _generate(model, pair, sigmas, callback)[0]
+
+
+def sample_to_pair(model, pair, sigmas, input_scale=None, callback=None):
+    """The method spec's generation: the noisy pair (X_0, X_1) -> the clean pair
+    (X_N at sigmas[-1], X_{N-1} at sigmas[-2]). N - 1 model calls."""
+    return _generate(model, pair, sigmas, callback)
 
 
 def sample_obelm(model, x, sigmas, input_scale=None, callback=None):
@@ -89,13 +79,19 @@ def sample_obelm(model, x, sigmas, input_scale=None, callback=None):
     The first step is plain DDIM, as in the reference (there is no earlier state yet); the
     rest are O-BELM. Returns the state at sigmas[-1]. One model call per step.
     """
-    sigmas = _levels(sigmas)
     if len(sigmas) < 2:
         return x
-    e, denoised = direction(model, x, sigmas[0])
-    first_step = x + (sigmas[1] - sigmas[0]) * e
-    report(callback, 0, sigmas[1], first_step, denoised)
-    return sample_obelm_pair(model, (x, first_step), sigmas, input_scale, callback)
+    return sample_obelm_pair(model, ddim_start(model, x, sigmas, input_scale, callback=callback), sigmas,
+                             input_scale, callback)
+
+
+def _check_steps(sigmas):
+    n = len(sigmas) - 1
+    if n < MIN_STEPS:
+        # With one step the pair is (DDIM-inverted x, x) and sampling hands x back without a
+        # model call: an "edit" would ignore its prompt.
+        raise ValueError(f"O-BELM needs at least {MIN_STEPS} steps, got {n}.")
+    return n
 
 
 def invert_obelm(model, x, sigmas, input_scale=None, callback=None):
@@ -105,17 +101,22 @@ def invert_obelm(model, x, sigmas, input_scale=None, callback=None):
     coefficient without the noise prediction, which only moves X_{N-1}); every later one
     solves the O-BELM recurrence for the earlier state, so sample_obelm_pair with the same
     model returns x to float rounding. Returns (X_0, X_1) at (sigmas[0], sigmas[1]). One
-    model call per step, N >= 2 steps (N = len(sigmas) - 1 unless a rounding step was dropped).
+    model call per step, N = len(sigmas) - 1 >= 2 steps.
     """
-    sigmas = _levels(sigmas)
-    n = len(sigmas) - 1
-    if n < MIN_STEPS:
-        # With one step the pair is (DDIM-inverted x, x) and sampling hands x back without a
-        # model call: an "edit" would ignore its prompt.
-        raise ValueError(f"O-BELM needs at least {MIN_STEPS} steps, got {n}.")
-    e, denoised = direction(model, x, sigmas[n])
-    following, current = x, x + (sigmas[n - 1] - sigmas[n]) * e
-    report(callback, 0, sigmas[n - 1], current, denoised)
+    _check_steps(sigmas)
+    return invert_pair(model, ddim_inverse_start(model, x, sigmas, input_scale, callback=callback), sigmas,
+                       input_scale, callback)
+
+
+def invert_pair(model, pair, sigmas, input_scale=None, callback=None):
+    """The method spec's inversion: the clean pair (X_N, X_{N-1}) at (sigmas[-1], sigmas[-2])
+    up to (X_0, X_1) at (sigmas[0], sigmas[1]), solving the recurrence for each earlier state.
+    From a Sample node's clean pair this recovers the noisy pair it came from exactly; a clean
+    latent enters through ddim_inverse_start (invert_obelm). N - 1 model calls.
+    """
+    sigmas = levels(sigmas)
+    n = _check_steps(sigmas)
+    following, current = pair
     for i, k in enumerate(range(n - 1, 0, -1), start=1):
         e, denoised = direction(model, current, sigmas[k])
         h, rho = _step(sigmas, k)

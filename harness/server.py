@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import struct
 import os
 import socket
 import subprocess
@@ -109,7 +110,9 @@ class ComfyServer:
 
     def listen(self, client_id):
         """What the UI hears: the /ws messages (progress, execution_*) sent to client_id,
-        collected by a background thread into the returned list as they arrive."""
+        collected by a background thread into the returned list as they arrive. A node's text
+        (PromptServer.send_progress_text, a binary frame of type 3) is collected as
+        {"type": "progress_text", "data": {"node": id, "text": text}}."""
         messages, connected = [], threading.Event()
 
         async def receive():
@@ -119,11 +122,24 @@ class ComfyServer:
                     async for message in socket_:
                         if message.type == aiohttp.WSMsgType.TEXT:
                             messages.append(json.loads(message.data))
+                        elif message.type == aiohttp.WSMsgType.BINARY:
+                            text = progress_text(message.data)
+                            if text is not None:
+                                messages.append({"type": "progress_text", "data": text})
 
         threading.Thread(target=asyncio.run, args=(receive(),), daemon=True).start()
         if not connected.wait(30):
             raise TimeoutError("no websocket connection to ComfyUI")
         return messages
+
+
+def progress_text(frame):
+    """{"node", "text"} of a binary /ws frame that carries a node's text (event type 3: a
+    4-byte type, a 4-byte node id length, the id, the UTF-8 text), else None."""
+    if len(frame) < 8 or struct.unpack(">I", frame[:4])[0] != 3:
+        return None
+    length = struct.unpack(">I", frame[4:8])[0]
+    return {"node": frame[8:8 + length].decode(), "text": frame[8 + length:].decode()}
 
 
 def cached_nodes(entry):

@@ -1,62 +1,34 @@
 """The advanced nodes: any GUIDER and any SIGMAS, as SamplerCustomAdvanced takes them, and
-the method as an object of its own (EXACT_METHOD), as KSamplerSelect makes a SAMPLER.
+the method as an object of its own (EXACT_METHOD, one Method node per spec in
+edict_core.spec.SPECS), as KSamplerSelect makes a SAMPLER.
 They run the same code path as the simple nodes (comfy_adapter.operations)."""
 
 from ..comfy_adapter import operations
 from ..comfy_adapter.methods import METHOD_TYPE, Method
 from ..comfy_adapter.sampler import ExactSampler
-from .exact_inversion import BDIA_INPUTS, CATEGORY, EDICT_INPUTS
+from ..edict_core.spec import SPECS
+from .exact_inversion import CATEGORY, setting_inputs
 
-METHOD_INPUT = (METHOD_TYPE, {"tooltip": "The exact method and its settings: EDICT Method, BDIA Method or "
-                                         "O-BELM Method."})
+METHOD_INPUT = (METHOD_TYPE, {"tooltip": "The exact method and its settings: "
+                              + ", ".join(f"{spec.title} Method" for spec in SPECS.values()) + "."})
 GUIDER_INPUT = ("GUIDER", {"tooltip": "Any guider (CFGGuider, BasicGuider with FluxGuidance, DualCFGGuider, "
                            "PerpNegGuider). Invert and sample with the same model and patches; an edit is "
                            "simply another guider (other prompts)."})
 
 
-class EDICTMethod:
-    DESCRIPTION = "EDICT (two coupled latents, two model calls per step) for the advanced exact-inversion nodes."
-    CATEGORY = CATEGORY + "/advanced"
-    RETURN_TYPES = (METHOD_TYPE,)
-    OUTPUT_TOOLTIPS = ("EDICT with these settings.",)
-    FUNCTION = "make"
+def make_method_node(spec):
+    """The advanced Method node of one method: its settings as an EXACT_METHOD."""
+    def make(self, **settings):
+        return (Method(spec.name, settings).validated(f"{spec.title} Method"),)
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": dict(EDICT_INPUTS)}
-
-    def make(self, mix_weight, leapfrog):
-        return (Method("edict", {"mix_weight": mix_weight, "leapfrog": leapfrog}).validated("EDICT Method"),)
-
-
-class BDIAMethod:
-    DESCRIPTION = "BDIA (time-reversible DDIM, one model call per step) for the advanced exact-inversion nodes."
-    CATEGORY = CATEGORY + "/advanced"
-    RETURN_TYPES = (METHOD_TYPE,)
-    OUTPUT_TOOLTIPS = ("BDIA with this gamma.",)
-    FUNCTION = "make"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": dict(BDIA_INPUTS)}
-
-    def make(self, gamma):
-        return (Method("bdia", {"gamma": gamma}).validated("BDIA Method"),)
-
-
-class OBELMMethod:
-    DESCRIPTION = "O-BELM (second order, one model call per step) for the advanced exact-inversion nodes."
-    CATEGORY = CATEGORY + "/advanced"
-    RETURN_TYPES = (METHOD_TYPE,)
-    OUTPUT_TOOLTIPS = ("O-BELM (it has no setting).",)
-    FUNCTION = "make"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {}}
-
-    def make(self):
-        return (Method("obelm").validated("O-BELM Method"),)
+    return type(spec.node_id("Method"), (), {
+        "DESCRIPTION": f"{spec.about} For the advanced exact-inversion nodes. {spec.advice}".strip(),
+        "CATEGORY": CATEGORY + "/advanced", "RETURN_TYPES": (METHOD_TYPE,), "FUNCTION": "make",
+        "OUTPUT_TOOLTIPS": (f"{spec.title} with these settings." if spec.settings else
+                            f"{spec.title} (it has no setting).",),
+        "INPUT_TYPES": classmethod(lambda cls: {"required": setting_inputs(spec)}),
+        "make": make,
+    })
 
 
 class ExactInvertAdvanced:
@@ -125,19 +97,15 @@ class ExactSamplerSelect:
         return (ExactSampler(method.validated("Exact Sampler")),)
 
 
-NODE_CLASS_MAPPINGS = {
-    "EDICTMethod": EDICTMethod,
-    "BDIAMethod": BDIAMethod,
-    "OBELMMethod": OBELMMethod,
+NODE_CLASS_MAPPINGS = {spec.node_id("Method"): make_method_node(spec) for spec in SPECS.values()}
+NODE_DISPLAY_NAME_MAPPINGS = {spec.node_id("Method"): f"{spec.title} Method" for spec in SPECS.values()}
+NODE_CLASS_MAPPINGS.update({
     "ExactInvertAdvanced": ExactInvertAdvanced,
     "ExactSampleAdvanced": ExactSampleAdvanced,
     "ExactSamplerSelect": ExactSamplerSelect,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "EDICTMethod": "EDICT Method",
-    "BDIAMethod": "BDIA Method",
-    "OBELMMethod": "O-BELM Method",
+})
+NODE_DISPLAY_NAME_MAPPINGS.update({
     "ExactInvertAdvanced": "Exact Invert (Advanced)",
     "ExactSampleAdvanced": "Exact Sample (Advanced)",
     "ExactSamplerSelect": "Exact Sampler",
-}
+})

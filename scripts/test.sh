@@ -15,17 +15,19 @@ cd "$repo"
 # The second version's share under --both-versions: every test file but the browser,
 # workflow-export, soak and bench ones (core math, nodes, round trips, families, errors,
 # masks, batches, precision, advanced, storage, batch edit; found by exclusion, so new files
-# join by themselves), plus one workflow through a real main.py server. The whole suite runs
-# on 0.3.75, whose frontend the browser tests were proven on.
+# join by themselves), plus one workflow through a real main.py server, and a warning seen on
+# its node over the websocket and in 0.33's own frontend. The whole suite runs on 0.3.75.
 SUBSET_SKIPS="test_server.py test_server_soak.py test_browser.py test_workflows.py test_bench_smoke.py"
-SUBSET_SERVER_TEST="tests/test_server.py::test_edit_workflow_runs_and_saves_an_image"
+SUBSET_SERVER_TESTS="tests/test_server.py::test_edit_workflow_runs_and_saves_an_image
+tests/test_server.py::test_a_warning_reaches_the_ui_as_the_nodes_text
+tests/test_browser.py::test_a_warning_shows_on_the_node_that_raised_it"
 
 subset_tests() {
   local file
   for file in tests/test_*.py; do
     case " $SUBSET_SKIPS " in *" $(basename "$file") "*) ;; *) echo "$file" ;; esac
   done
-  echo "$SUBSET_SERVER_TEST"
+  echo "$SUBSET_SERVER_TESTS"
 }
 
 # run_on VERSION PYTEST_ARGS...: set up that ComfyUI (empty VERSION: setup.sh's choice, or

@@ -1,10 +1,16 @@
-"""What the in-process node tests share: the nodes' inputs on the tiny checkpoint, and
-invert / sample through the real nodes. (pytest puts tests/ on sys.path.)"""
+"""What the in-process node tests share: the methods (from the pack's single spec), the nodes'
+inputs on the tiny checkpoint, and invert / sample through the real nodes. (pytest puts
+tests/ on sys.path.)"""
 
+from edict_core.spec import SPECS
 from harness.comfy import run_node
 
 DEFAULT_STEPS = 4
-METHOD_WIDGETS = {"EDICT": {"mix_weight": 0.93, "leapfrog": True}, "BDIA": {"gamma": 0.94}, "OBELM": {}}
+# Every method of the spec, by node prefix ("EDICT", "BDIA", "OBELM"): a method added to the
+# spec joins every test parametrized over METHODS with no test edited.
+METHODS = [spec.node_prefix for spec in SPECS.values()]
+SPEC_OF = {spec.node_prefix: spec for spec in SPECS.values()}
+METHOD_WIDGETS = {spec.node_prefix: spec.defaults for spec in SPECS.values()}
 
 
 def common(comfy, scene, positive="positive", steps=DEFAULT_STEPS, **overrides):
@@ -17,7 +23,7 @@ def common(comfy, scene, positive="positive", steps=DEFAULT_STEPS, **overrides):
 
 
 def invert(comfy, scene, method, latent=None, widgets=None, **overrides):
-    """`method` ("EDICT" | "BDIA" | "OBELM") Invert of `latent` (default: the scene's 2-image latent)."""
+    """`method` (a node prefix of METHODS) Invert of `latent` (default: the scene's 2-image latent)."""
     return run_node(comfy, f"{method}Invert", latent_image=latent or scene["latent"],
                     **common(comfy, scene, **overrides), **(METHOD_WIDGETS[method] if widgets is None else widgets))
 

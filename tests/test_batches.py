@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from harness.comfy import counting_model, drawn_images, pack_module, relative_error, run_node
-from helpers import METHOD_WIDGETS, common, invert, sample
+from helpers import METHOD_WIDGETS, METHODS, common, invert, sample
 
 
 def batched_conditioning(*conds):
@@ -49,7 +49,7 @@ def test_conditioning_batch_of_another_size_follows_comfyui(comfy, scene):
     assert relative_error(back["samples"], latent3["samples"]) <= 1e-6
 
 
-@pytest.mark.parametrize("method", ["EDICT", "BDIA"])
+@pytest.mark.parametrize("method", METHODS)
 def test_batch_of_three_is_each_image_alone(comfy, scene, method):
     """Each image of a 3-batch inverts and regenerates (with the edit prompt) as it would
     alone, to batched-kernel rounding; the batch makes as many network calls as one image."""

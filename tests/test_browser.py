@@ -91,3 +91,20 @@ def test_a_node_error_reaches_the_ui_as_a_readable_message(server, page):
     message.first.wait_for(timeout=20_000)
     assert "Connect the output of EDICT Sample or EDICT Invert." in page.content()
     page.screenshot(path=os.path.join(ARTIFACTS, "node_error.png"))
+
+
+NOTICE_ON = """([type, text]) => app.graph.nodes.some(n => n.type === type && (n.widgets ?? []).some(
+  w => w.name === '$$node-text-preview' && String(w.value).includes(text)))"""
+
+
+def test_a_warning_shows_on_the_node_that_raised_it(server, page):
+    """O-BELM's drift warning (normal at denoise 0.5) appears on O-BELM Invert in the UI, as
+    the text preview the frontend draws for a node's progress text; the run still succeeds."""
+    drop_with_tiny_checkpoint(page, "obelm_edit")
+    page.evaluate(SET_WIDGETS, {"steps": 4, "width": 64, "height": 64, "scheduler": "normal", "denoise": 0.5})
+    answer = press_run(page)
+    assert answer.ok
+    assert wait_for_history(server, answer.json()["prompt_id"])["status"]["status_str"] == "success"
+    page.wait_for_function(NOTICE_ON, arg=["OBELMInvert", "barely shrink toward the clean end"], timeout=20_000)
+    assert not page.evaluate(NOTICE_ON, ["OBELMSample", "barely shrink"])
+    screenshot(page, "node_notice")

@@ -1,5 +1,5 @@
 """The nodes' behaviour on a real ComfyUI beyond the round trip: edits, text-to-image,
-re-inversion, mixing, progress and Cancel. Bad inputs are in test_hard_inputs.py."""
+re-inversion, mixing, progress and Cancel. Bad inputs are in test_errors.py."""
 
 import logging
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from harness.comfy import counting_model, pack_module, relative_error, run_node
-from helpers import METHOD_WIDGETS, common as common_inputs, invert, sample
+from helpers import METHOD_WIDGETS, METHODS, SPEC_OF, common as common_inputs, invert, sample
 
 STEPS = 6
 
@@ -34,25 +34,33 @@ def test_edit_changes_the_image_and_keeps_the_pair(comfy, scene):
     assert "exact_inversion" not in mixed
 
 
-def test_edict_sample_output_inverts_back_exactly(comfy, scene, caplog):
-    """EDICT Sample returns its pair, so EDICT Invert recovers the noisy pair it came from:
-    it follows the pair's own schedule and settings, as Sample does, and logs the widgets
-    it therefore ignores."""
-    inverted = invert(comfy, scene, "EDICT", steps=STEPS)
-    edited = sample(comfy, scene, "EDICT", inverted, positive="edit", steps=STEPS)
+# Settings other than the defaults, which a Sample output's re-inversion must ignore.
+OTHER_SETTINGS = {"EDICT": {"mix_weight": 0.5, "leapfrog": True}, "BDIA": {"gamma": 0.5}, "OBELM": {}}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_sample_output_inverts_back_exactly(comfy, scene, caplog, method):
+    """Every Sample node returns its clean pair, so its Invert node recovers the noisy pair
+    it came from: it follows the pair's own schedule and settings, as Sample does, and says
+    which widgets it therefore ignores."""
+    inverted = invert(comfy, scene, method, steps=STEPS)
+    edited = sample(comfy, scene, method, inverted, positive="edit", steps=STEPS)
     with caplog.at_level(logging.INFO, logger="exact_inversion"):
-        back = run_node(comfy, "EDICTInvert", latent_image=edited,
+        back = run_node(comfy, f"{method}Invert", latent_image=edited,
                         **common(comfy, scene, positive="edit", steps=STEPS + 2, scheduler="karras"),
-                        **edict(mix_weight=0.5))
+                        **OTHER_SETTINGS.get(method, METHOD_WIDGETS[method]))
     notes = [r.getMessage() for r in caplog.records if "following the latent's own settings" in r.getMessage()]
-    assert len(notes) == 1 and "EDICT Invert" in notes[0]
-    assert "karras" in notes[0] and "mix_weight" in notes[0] and "'steps': 8" in notes[0]
+    title = SPEC_OF[method].title
+    assert len(notes) == 1 and f"{title} Invert" in notes[0]
+    assert "karras" in notes[0] and "'steps': 8" in notes[0]
+    assert all(name in notes[0] for name in OTHER_SETTINGS.get(method, {}))
     record = back["exact_inversion"]
-    assert record["scheduler"] == "normal" and record["steps"] == STEPS and record["mix_weight"] == 0.93
+    assert record["scheduler"] == "normal" and record["steps"] == STEPS
+    assert {k: record[k] for k in METHOD_WIDGETS[method]} == METHOD_WIDGETS[method]
     error = relative_error(record["branch"], inverted["exact_inversion"]["branch"])
     partner_error = relative_error(record["partner"], inverted["exact_inversion"]["partner"])
-    print(f"\n[re-inversion] noisy pair recovered to {error:.2e} / {partner_error:.2e}")
-    # measured: 8.5e-16
+    print(f"\n[re-inversion] {title}: noisy pair recovered to {error:.2e} / {partner_error:.2e}")
+    # measured: EDICT 8.5e-16
     assert error <= 1e-10 and partner_error <= 1e-10
 
 
@@ -66,7 +74,7 @@ def test_plain_latent_is_seeded_text_to_image(comfy, scene, name, extra):
     assert first["samples"].shape == (2, 4, 8, 8) and torch.isfinite(first["samples"]).all()
     assert torch.equal(first["samples"], again["samples"])
     assert not torch.equal(first["samples"], other["samples"])
-    assert "exact_inversion" in first if name == "EDICTSample" else "exact_inversion" not in first
+    assert first["exact_inversion"]["state"] == "clean"  # its pair: the Invert node takes it back exactly
 
 
 # "simple" at denoise 0.5: normal's one step there would run from sigma_min to 0, which an
@@ -103,6 +111,14 @@ def test_sample_follows_the_record_and_says_so(comfy, scene, caplog):
                        **common(comfy, scene, steps=STEPS + 3, scheduler="karras"), **edict(mix_weight=0.5))
     notes = [r.getMessage() for r in caplog.records if "following the latent's own settings" in r.getMessage()]
     assert len(notes) == 1 and "karras" in notes[0] and "mix_weight" in notes[0]
+    assert relative_error(out["samples"], scene["latent"]["samples"]) <= 1e-6
+
+
+def test_sample_does_not_check_the_schedule_widgets_it_will_not_use(comfy, scene):
+    """An inverted latent follows its own schedule: widgets that would be refused for a plain
+    latent (0 steps, an unknown scheduler from an API prompt) do not stop its regeneration."""
+    inverted = invert(comfy, scene, "BDIA", steps=STEPS)
+    out = sample(comfy, scene, "BDIA", inverted, steps=0, scheduler="nope")
     assert relative_error(out["samples"], scene["latent"]["samples"]) <= 1e-6
 
 

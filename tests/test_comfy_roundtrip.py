@@ -10,10 +10,10 @@ conditioning returns the float32 `samples` to 1e-6 relative and the float64 resu
 import pytest
 import torch
 
-from harness.comfy import pack_module, patched_model, relative_error
+from harness.comfy import patched_model, relative_error
 from harness.ddim import ddim_round_trip
 from harness import figures
-from helpers import invert, sample
+from helpers import METHODS, invert, sample
 
 CFG = 7.0
 STEPS, DENOISE = 15, 0.8  # an odd count on a partial schedule, the case naive code breaks
@@ -42,7 +42,7 @@ def test_round_trip_is_exact_for_every_family(comfy, scene, family):
     assert original.shape[0] == 2
 
     errors = {}
-    for method in ("EDICT", "BDIA", "OBELM"):
+    for method in METHODS:
         inverted = invert(comfy, scene, method, **inputs)
         record = inverted["exact_inversion"]
         assert record["model_sampling"] == kind and record["method"] == method.lower()
@@ -65,19 +65,13 @@ def test_round_trip_is_exact_for_every_family(comfy, scene, family):
     assert errors["DDIM"] > 0.1  # the contrast: DDIM inversion is far off at cfg 7
 
 
-def test_bdia_float64_result_is_exact(comfy, scene, monkeypatch):
-    """BDIA Sample returns a plain float32 latent; the float64 result it is cast from (caught
-    on its way into the LATENT) comes back to 1e-10 as EDICT's branch does."""
-    operations = pack_module("comfy_adapter.operations")
-    results = []
-
-    def keep(latent, samples, plain_latent=operations.plain_latent):
-        results.append(samples)
-        return plain_latent(latent, samples)
-
-    monkeypatch.setattr(operations, "plain_latent", keep)
-    sample(comfy, scene, "BDIA", invert(comfy, scene, "BDIA", steps=STEPS), steps=STEPS)
-    assert results[-1].dtype == torch.float64
-    error = relative_error(results[-1], scene["latent"]["samples"])
-    print(f"\n[round trip] BDIA float64 result {error:.2e}")
+@pytest.mark.parametrize("method", ["BDIA", "OBELM"])
+def test_two_level_float64_result_is_exact(comfy, scene, method):
+    """BDIA's and O-BELM's Sample keep their float64 clean pair in the record, as EDICT does:
+    its first state comes back to 1e-10, where `samples` is the float32 cast of it."""
+    back = sample(comfy, scene, method, invert(comfy, scene, method, steps=STEPS), steps=STEPS)
+    branch = back["exact_inversion"]["branch"]
+    assert branch.dtype == torch.float64 and torch.equal(back["samples"], branch.float())
+    error = relative_error(branch, scene["latent"]["samples"])
+    print(f"\n[round trip] {method} float64 result {error:.2e}")
     assert error <= FLOAT64_BOUND

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from harness.comfy import counting_model, pack_module, patched_model, relative_error, run_node
-from helpers import METHOD_WIDGETS, common, invert, sample
+from helpers import METHOD_WIDGETS, METHODS, common, invert, sample
 
 
 def sdxl_format_model(comfy):
@@ -67,6 +67,23 @@ BAD_INPUTS = [
     ("BDIA pair into EDICT Sample",
      lambda c, s: sample(c, s, "EDICT", invert(c, s, "BDIA")),
      r"EDICT Sample: input 'latent_image': it was inverted with BDIA Invert\. Connect it to BDIA Sample"),
+    ("O-BELM pair into BDIA Sample",
+     lambda c, s: sample(c, s, "BDIA", invert(c, s, "OBELM")),
+     r"BDIA Sample: input 'latent_image': it was inverted with O-BELM Invert\. Connect it to O-BELM "
+     r"Sample, or invert with BDIA Invert\."),
+    ("O-BELM pair into Latent Pair Mix",
+     lambda c, s: run_node(c, "LatentPairMix", latent=invert(c, s, "OBELM"), weight=0.5),
+     r"Latent Pair Mix: input 'latent': it holds a O-BELM pair.*Connect O-BELM Sample's output to VAE Decode"),
+    ("O-BELM with one step",
+     lambda c, s: invert(c, s, "OBELM", steps=1),
+     r"O-BELM Invert: input 'steps': steps must be a whole number of at least 2, got 1"),
+    ("gamma as a string in an API prompt",
+     lambda c, s: run_node(c, "BDIAInvert", latent_image=s["latent"], **common(c, s), gamma="0.5"),
+     r"BDIA Invert: input 'gamma': expected a number, got '0\.5'\. Change the widget"),
+    ("leapfrog as a number in an API prompt",
+     lambda c, s: run_node(c, "EDICTSample", latent_image=s["latent"], seed=0, **common(c, s), mix_weight=0.93,
+                           leapfrog=1),
+     r"EDICT Sample: input 'leapfrog': expected true or false, got 1\. Change the widget"),
     ("inverting an inverted latent",
      lambda c, s: invert(c, s, "EDICT", invert(c, s, "BDIA")),
      r"EDICT Invert: input 'latent_image': it is already inverted \(by BDIA Invert\)\. Connect the clean latent"),
@@ -132,7 +149,7 @@ BAD_INPUTS = [
      r"The scheduler gave no usable schedule for these steps: use more steps or another scheduler"),
     ("unknown scheduler",
      lambda c, s: invert(c, s, "EDICT", scheduler="nope"),
-     r"EDICT Invert: input 'scheduler': unknown scheduler 'nope'\. Use one of simple|normal"),
+     r"EDICT Invert: input 'scheduler': unknown scheduler 'nope'\. Use one of \w+(, \w+)*\.$"),
     ("denoise above 1",
      lambda c, s: sample(c, s, "BDIA", s["latent"], denoise=1.5),
      r"BDIA Sample: input 'denoise': denoise must be in \[0, 1\], got 1\.5"),
@@ -156,7 +173,7 @@ def test_bad_input_gets_a_clear_error_and_the_next_run_works(comfy, scene, run_b
 
 
 def test_denoise_zero_returns_the_input_unchanged(comfy, scene):
-    for method in ("EDICT", "BDIA"):
+    for method in METHODS:
         for node, extra in (("Invert", {}), ("Sample", {"seed": 0})):
             out = run_node(comfy, method + node, latent_image=scene["latent"],
                            **common(comfy, scene, denoise=0.0), **METHOD_WIDGETS[method], **extra)
@@ -186,11 +203,11 @@ def assert_same(latent, before):
 
 
 def test_no_node_modifies_its_input(comfy, scene):
+    """ComfyUI caches node outputs and hands the same objects to later nodes and runs."""
     from test_masks import half_mask
 
-    """ComfyUI caches node outputs and hands the same objects to later nodes and runs."""
     latent = dict(scene["latent"], batch_index=[3, 4], noise_mask=half_mask())
-    for method in ("EDICT", "BDIA"):
+    for method in METHODS:
         before = snapshot(latent)
         inverted = invert(comfy, scene, method, latent)
         assert_same(latent, before)

@@ -2,14 +2,15 @@
 
 harness/tiny_models.py builds each family's own ComfyUI model class (SDXL, SD3.5, Flux,
 Flux Fill, Qwen-Image, AuraFlow, Wan 2.1, the SD1.5 inpainting UNet) with seeded random
-weights, its real conditioning inputs, latent format and model_sampling. For each, EDICT
-and BDIA at the family's cfg, 5 steps at denoise 0.8 (odd, on a partial schedule):
+weights, its real conditioning inputs, latent format and model_sampling. For each, every
+method of the spec at the family's cfg, 5 steps at denoise 0.8 (odd, on a partial schedule):
 
 - the round trip (Invert, then Sample with the same prompt) returns `samples` to 1e-6
   relative and the float64 result to 1e-10;
 - an edit prompt moves the result far above rounding;
-- the model makes exactly 2 calls per step (EDICT) or 1 (BDIA; BDIA Sample from an inverted
-  pair makes N - 1: the pair already holds the state after the first step).
+- the model makes exactly the calls the spec states (MethodSpec.calls): 2 per step for EDICT,
+  1 for BDIA and O-BELM, whose Sample from an inverted pair makes N - 1 (the pair already
+  holds the state after the first step).
 
 Then the SD1.5 inpainting UNet with ComfyUI's InpaintModelConditioning, and with plain
 prompts plus Set Latent Noise Mask: exact round trip, and a masked edit that leaves the
@@ -24,7 +25,8 @@ import pytest
 import torch
 
 from harness import figures as figure_rows, tiny_models
-from harness.comfy import REPO, counting_model, pack_module, relative_error, run_node
+from harness.comfy import REPO, counting_model, relative_error, run_node
+from helpers import METHOD_WIDGETS, METHODS, SPEC_OF
 
 SCHEDULER, DENOISE, REAL_STEPS = "normal", 0.8, 5
 # The widget steps that run REAL_STEPS: "normal" on the discrete EPS schedule (SDXL, SD1.5)
@@ -33,9 +35,6 @@ SCHEDULER, DENOISE, REAL_STEPS = "normal", 0.8, 5
 WIDGET_STEPS = {"sdxl": REAL_STEPS + 1, "sd15_inpaint": REAL_STEPS + 1}
 SAMPLES_BOUND, FLOAT64_BOUND = 1e-6, 1e-10
 EDIT_MIN = 1e-3  # an edit moves the result far above float32 rounding (1e-7)
-WIDGETS = {"EDICT": {"mix_weight": 0.93, "leapfrog": True}, "BDIA": {"gamma": 0.94}}
-# model calls per run for N steps: (invert, sample from the inverted pair)
-CALLS = {"EDICT": lambda n: (2 * n, 2 * n), "BDIA": lambda n: (n, n - 1)}
 FAMILIES = list(tiny_models.BUILDERS)
 EXPECTED = {  # name: (model_base class, model_sampling kind, latent format, latent dims)
     "sdxl": ("SDXL", "EPS", "SDXL", 4),
@@ -85,21 +84,6 @@ def figures():
         json.dump(merged, f, indent=1, sort_keys=True)
 
 
-@pytest.fixture
-def float64_results(monkeypatch):
-    """The float64 results that Sample nodes cast into a plain LATENT (BDIA Sample returns
-    no record), caught on their way into operations.plain_latent."""
-    operations = pack_module("comfy_adapter.operations")
-    caught = []
-
-    def keep(latent, samples, plain_latent=operations.plain_latent):
-        caught.append(samples)
-        return plain_latent(latent, samples)
-
-    monkeypatch.setattr(operations, "plain_latent", keep)
-    return caught
-
-
 def record_row(row, family, steps, samples_error, float64_error, edit_change, invert_calls, sample_calls):
     """One row of the README table "families" (scripts/figures.py)."""
     model = family.describe()
@@ -119,7 +103,7 @@ class Runs:
         self.comfy, self.method = comfy, method
         self.model, self.calls = counting_model(family.model)
         self.common = dict(model=self.model, negative=negative or family.negative, steps=steps, cfg=family.cfg,
-                           scheduler=SCHEDULER, denoise=DENOISE, **WIDGETS[method])
+                           scheduler=SCHEDULER, denoise=DENOISE, **METHOD_WIDGETS[method])
 
     def invert(self, positive, latent):
         return self._counted(f"{self.method}Invert", positive=positive, latent_image=latent)
@@ -133,16 +117,16 @@ class Runs:
         return out, len(self.calls) - before
 
 
-def float64_result(method, out, caught):
-    """The float64 result of a Sample node: EDICT's record branch, BDIA's caught cast."""
-    if method == "EDICT":
-        return out["exact_inversion"]["branch"]
-    assert caught and caught[-1].dtype == torch.float64
-    return caught[-1]
+def float64_result(out):
+    """The float64 result of a Sample node: its record's first state, which `samples` casts."""
+    branch = out["exact_inversion"]["branch"]
+    assert branch.dtype == torch.float64
+    return branch
 
 
 def check_calls(method, steps, invert_calls, sample_calls, edit_calls):
-    want_invert, want_sample = CALLS[method](steps)
+    spec = SPEC_OF[method]
+    want_invert, want_sample = spec.calls(steps, started=True), spec.calls(steps, started=False)
     assert (invert_calls, sample_calls, edit_calls) == (want_invert, want_sample, want_sample)
 
 
@@ -170,9 +154,9 @@ def test_family_is_the_real_architecture(families, figures, name):
     figures.setdefault("families", {}).setdefault(name, {})["model"] = described
 
 
-@pytest.mark.parametrize("method", ["EDICT", "BDIA"])
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("name", FAMILIES)
-def test_round_trip_edit_and_calls(comfy, families, figures, float64_results, name, method):
+def test_round_trip_edit_and_calls(comfy, families, figures, name, method):
     family = families(name)
     runs = Runs(comfy, family, method, WIDGET_STEPS.get(name, REAL_STEPS))
     original = family.latent["samples"]
@@ -188,7 +172,7 @@ def test_round_trip_edit_and_calls(comfy, families, figures, float64_results, na
 
     back, sample_calls = runs.sample(family.positive, inverted)
     samples_error = relative_error(back["samples"], original)
-    float64_error = relative_error(float64_result(method, back, float64_results), original)
+    float64_error = relative_error(float64_result(back), original)
     edited, edit_calls = runs.sample(family.edit, inverted)
     edit_change = relative_error(edited["samples"], back["samples"])
 
@@ -233,9 +217,9 @@ def inpainting_inputs(comfy, family, how):
     return family.positive, family.negative, family.edit, latent
 
 
-@pytest.mark.parametrize("method", ["EDICT", "BDIA"])
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("how", ["InpaintModelConditioning", "SetLatentNoiseMask"])
-def test_inpainting_round_trip_and_masked_edit(comfy, families, figures, float64_results, how, method):
+def test_inpainting_round_trip_and_masked_edit(comfy, families, figures, how, method):
     from comfy.sampler_helpers import prepare_mask
 
     family = families("sd15_inpaint")
@@ -248,7 +232,7 @@ def test_inpainting_round_trip_and_masked_edit(comfy, families, figures, float64
     assert "noise_mask" in inverted
     back, sample_calls = runs.sample(positive, inverted)
     samples_error = relative_error(back["samples"], original)
-    float64_error = relative_error(float64_result(method, back, float64_results), original)
+    float64_error = relative_error(float64_result(back), original)
     edited, edit_calls = runs.sample(edit, inverted)
 
     # the mask as the pack applies it, in latent space: 0 outside, 1 inside, soft at the rim

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from harness.comfy import relative_error, run_node
-from helpers import common, invert, sample
+from helpers import METHODS, common, invert, sample
 
 
 def half_mask(batch=1):
@@ -15,7 +15,7 @@ def half_mask(batch=1):
     return mask
 
 
-@pytest.mark.parametrize("method", ["EDICT", "BDIA"])
+@pytest.mark.parametrize("method", METHODS)
 def test_masked_edit_keeps_the_outside_bit_for_bit(comfy, scene, method):
     """With Set Latent Noise Mask before the Invert node, the edit changes only the masked
     left half; the right half of the result is the input latent exactly."""

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from harness.comfy import pack_module, relative_error
-from helpers import invert, sample
+from helpers import METHODS, invert, sample
 
 
 @pytest.fixture(scope="module", params=["fp16", "bf16", "fp16-compute", "bf16-compute"])
@@ -30,7 +30,7 @@ def low_precision_model(request, comfy):
     return model, request.param
 
 
-@pytest.mark.parametrize("method", ["EDICT", "BDIA"])
+@pytest.mark.parametrize("method", METHODS)
 def test_low_precision_model_round_trip(comfy, scene, low_precision_model, method):
     """The pair stays float64 whatever the network computes in, so the round trip holds."""
     model, precision = low_precision_model
@@ -53,7 +53,7 @@ def test_float32_fallback_without_float64(comfy, scene, monkeypatch, caplog):
     monkeypatch.setattr(session, "has_float64", lambda device: False)
     monkeypatch.setattr(session.state_dtype, "warned", False, raising=False)
     with caplog.at_level(logging.WARNING, logger="exact_inversion"):
-        for method in ("EDICT", "BDIA"):
+        for method in METHODS:
             inverted = invert(comfy, scene, method)
             assert inverted["exact_inversion"]["partner"].dtype == torch.float32
             back = sample(comfy, scene, method, inverted)

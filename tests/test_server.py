@@ -9,21 +9,17 @@ import uuid
 
 from PIL import Image
 
+from edict_core.spec import SPECS
 from harness.comfy import CKPT_NAME
 from harness.server import cached_nodes
 from harness.workflows import INPUT_IMAGE, adapted, api_prompt, nodes_of_type, run_again, source_nodes
 
-NODE_INPUTS = {
-    "EDICTInvert": ["model", "positive", "negative", "latent_image", "steps", "cfg", "scheduler",
-                    "denoise", "mix_weight", "leapfrog"],
-    "EDICTSample": ["model", "positive", "negative", "latent_image", "seed", "steps", "cfg",
-                    "scheduler", "denoise", "mix_weight", "leapfrog"],
-    "BDIAInvert": ["model", "positive", "negative", "latent_image", "steps", "cfg", "scheduler",
-                   "denoise", "gamma"],
-    "BDIASample": ["model", "positive", "negative", "latent_image", "seed", "steps", "cfg",
-                   "scheduler", "denoise", "gamma"],
-    "LatentPairMix": ["latent", "weight"],
-}
+COMMON_INPUTS = ["model", "positive", "negative", "latent_image", "steps", "cfg", "scheduler", "denoise"]
+# Every method of the spec: its Invert and Sample nodes take KSampler's inputs and its settings.
+NODE_INPUTS = {name: inputs for spec in SPECS.values() for name, inputs in (
+    (spec.node_id("Invert"), COMMON_INPUTS + list(spec.defaults)),
+    (spec.node_id("Sample"), COMMON_INPUTS[:4] + ["seed"] + COMMON_INPUTS[4:] + list(spec.defaults)))}
+NODE_INPUTS["LatentPairMix"] = ["latent", "weight"]
 
 
 def edit_prompt(steps=6):
@@ -53,9 +49,16 @@ def test_object_info_lists_every_node_with_its_inputs(server):
         assert list(required) == inputs
         for input_name, spec in required.items():
             assert spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
-    assert info["EDICTInvert"]["display_name"] == "EDICT Invert"
+    for spec in SPECS.values():
+        for role in ("Invert", "Sample"):
+            node = info[spec.node_id(role)]
+            assert node["display_name"] == f"{spec.title} {role}"
+            required = node["input"]["required"]
+            assert required["scheduler"][1]["default"] == spec.scheduler
+            assert {name: required[name][1]["default"] for name in spec.defaults} == spec.defaults
     assert info["EDICTSample"]["input"]["required"]["mix_weight"][1]["default"] == 0.93
     assert info["BDIASample"]["input"]["required"]["gamma"][1]["default"] == 0.94
+    assert info["OBELMInvert"]["input"]["required"]["scheduler"][1]["default"] == "karras"
 
 
 def test_edit_workflow_runs_and_saves_an_image(server):
@@ -165,3 +168,29 @@ def test_a_latent_inverted_with_one_model_type_and_sampled_with_another_is_named
     assert message.startswith("EDICT Sample: input 'model': latent_image was inverted with a EPS model, "
                               "but this model is V_PREDICTION.")
     assert "Connect the same model" in message
+
+
+def obelm_on_a_drifting_schedule(steps=4):
+    """The O-BELM example edit on normal at denoise 0.5, a schedule along which O-BELM's edits
+    drift: its Invert node warns (and still runs). Returns (prompt, Invert node id)."""
+    prompt = example("obelm_edit", steps=steps)
+    for node_id in nodes_of_type(prompt, "OBELMInvert") + nodes_of_type(prompt, "OBELMSample"):
+        prompt[node_id]["inputs"].update(scheduler="normal", denoise=0.5)
+    return prompt, nodes_of_type(prompt, "OBELMInvert")[0]
+
+
+def test_a_warning_reaches_the_ui_as_the_nodes_text(server):
+    """Users see the UI, not the log: a warning goes to the node that raised it as its text
+    (PromptServer.send_progress_text), which the frontend shows on the node."""
+    prompt, invert = obelm_on_a_drifting_schedule()
+    client_id = uuid.uuid4().hex
+    messages = server.listen(client_id)
+    prompt_id = server.post("/prompt", {"prompt": prompt, "client_id": client_id})["prompt_id"]
+    wait_for(messages, "execution_success", prompt_id)
+    texts = [m["data"]["text"] for m in list(messages) if m["type"] == "progress_text"]
+    on_invert = [m["data"]["text"] for m in list(messages)
+                 if m["type"] == "progress_text" and m["data"]["node"] == invert]
+    print(f"\n[notice] {on_invert}")
+    assert len(on_invert) == 1 and len(texts) == 1
+    assert "this schedule's steps barely shrink toward the clean end" in on_invert[0]
+    assert "For edits use the karras or exponential scheduler" in on_invert[0]
