@@ -7,19 +7,75 @@ import os
 import folder_paths
 
 from ..comfy_adapter import storage
+from ..comfy_adapter.errors import NodeInputError
 from .exact_inversion import CATEGORY
 
+LOAD_NODE = "Load Inverted Latent"
+LOAD_INPUT = "inverted_latent"
+OUTPUT_ANNOTATION = " [output]"  # as folder_paths.annotated_filepath reads it
+HASH_CHUNK_BYTES = 1 << 20
 
-def _inverted_files():
-    input_dir = folder_paths.get_input_directory()
-    return sorted(f for f in os.listdir(input_dir)
-                  if f.endswith(storage.EXTENSION) and os.path.isfile(os.path.join(input_dir, f)))
+
+def _inside(directory, path):
+    """Whether `path`, symlinks followed, lies under `directory` (symlinks followed)."""
+    directory, path = os.path.realpath(directory), os.path.realpath(path)
+    try:
+        return os.path.commonpath((directory, path)) == directory
+    except ValueError:  # another drive (Windows), or a NUL in the name
+        return False
+
+
+def _files_under(directory):
+    """The .inversion files under `directory`, subfolders included, as paths relative to it
+    with "/" separators; a symlink leading out of `directory` is left out."""
+    found = []
+    for root, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(root, name)
+            if name.endswith(storage.EXTENSION) and os.path.isfile(path) and _inside(directory, path):
+                found.append(os.path.relpath(path, directory).replace(os.sep, "/"))
+    return sorted(found)
+
+
+def listed_files():
+    """{name Load Inverted Latent lists: its path}. The input folder's files under their
+    plain names, the output folder's (where Save Inverted Latent writes) annotated " [output]",
+    the names ComfyUI's own loaders give (folder_paths.get_annotated_filepath resolves them)."""
+    input_dir, output_dir = folder_paths.get_input_directory(), folder_paths.get_output_directory()
+    listed = {name: os.path.join(input_dir, name) for name in _files_under(input_dir)}
+    listed.update({name + OUTPUT_ANNOTATION: os.path.join(output_dir, name) for name in _files_under(output_dir)})
+    return listed
+
+
+def listed_path(name):
+    """The path of a name Load Inverted Latent lists. Anything else, "/etc/passwd" or
+    "../x" from an API prompt included, is refused with a NodeInputError, so no path outside
+    the input and output folders is ever opened: VALIDATE_INPUTS makes ComfyUI skip its own
+    check against the list."""
+    path = listed_files().get(name) if isinstance(name, str) else None
+    if path is None:
+        raise NodeInputError(
+            LOAD_NODE, LOAD_INPUT,
+            f"{name!r} is not one of the {storage.EXTENSION} files it lists (those in ComfyUI's input "
+            f"folder, and those in its output folder, marked{OUTPUT_ANNOTATION}).",
+            "Choose a file from the list (press R to refresh it); to load a file from elsewhere, copy it "
+            "into the input folder first.")
+    return path
+
+
+def _file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        # In chunks: a large file is hashed in constant memory.
+        for chunk in iter(lambda: f.read(HASH_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class SaveInvertedLatent:
     DESCRIPTION = ("Save an inverted latent with its float64 pair, sigmas, settings and model identity "
-                   f"(a {storage.EXTENSION} file in the output folder). Save Latent keeps only the "
-                   "noisy samples, which cannot regenerate the image.")
+                   f"(a {storage.EXTENSION} file in the output folder, which Load Inverted Latent lists). "
+                   "Save Latent keeps only the noisy samples, which cannot regenerate the image.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ()
     OUTPUT_NODE = True
@@ -28,10 +84,12 @@ class SaveInvertedLatent:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "latent": ("LATENT", {"tooltip": "The output of an Invert node (or of EDICT Sample)."}),
+            "latent": ("LATENT", {"tooltip": "The output of an Invert node (or of a Sample node)."}),
             "filename_prefix": ("STRING", {"default": "inverted/ComfyUI",
-                                           "tooltip": "Name in the output folder; a counter is added. "
-                                           f"Move the {storage.EXTENSION} file to the input folder to load it."}),
+                                           "tooltip": "Name in the output folder; a counter is added. Load "
+                                           "Inverted Latent lists the file as e.g. "
+                                           f"'inverted/ComfyUI_00001_{storage.EXTENSION}{OUTPUT_ANNOTATION}' "
+                                           "(press R to refresh its list)."}),
         }}
 
     def save(self, latent, filename_prefix):
@@ -43,9 +101,10 @@ class SaveInvertedLatent:
 
 
 class LoadInvertedLatent:
-    DESCRIPTION = (f"Load an inverted latent saved by Save Inverted Latent (a {storage.EXTENSION} file "
-                   "in the input folder) and connect it to the Sample node of its method, with the "
-                   "model that inverted it.")
+    DESCRIPTION = (f"Load an inverted latent saved by Save Inverted Latent: a {storage.EXTENSION} file in "
+                   f"the input folder, or one in the output folder (listed with{OUTPUT_ANNOTATION}). "
+                   "Connect it to the Sample node of its method, with the model that inverted it. A file "
+                   "that was edited or damaged is refused.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("The inverted latent as it was saved, bit for bit.",)
@@ -53,21 +112,28 @@ class LoadInvertedLatent:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"inverted_latent": (_inverted_files(), {
-            "tooltip": f"A {storage.EXTENSION} file in ComfyUI's input folder."})}}
+        return {"required": {LOAD_INPUT: (sorted(listed_files()), {
+            "tooltip": f"A {storage.EXTENSION} file in ComfyUI's input folder, or one that Save Inverted "
+                       f"Latent wrote to the output folder (marked{OUTPUT_ANNOTATION})."})}}
 
     def load(self, inverted_latent):
-        return (storage.load("Load Inverted Latent", folder_paths.get_annotated_filepath(inverted_latent)),)
+        return (storage.load(LOAD_NODE, listed_path(inverted_latent), name=inverted_latent),)
 
     @classmethod
     def IS_CHANGED(cls, inverted_latent):
-        with open(folder_paths.get_annotated_filepath(inverted_latent), "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
+        try:
+            return _file_sha256(listed_path(inverted_latent))
+        except NodeInputError as error:
+            return str(error)  # load() raises the same error
+        except OSError:
+            return float("nan")  # never equal: load() runs and names the problem
 
     @classmethod
     def VALIDATE_INPUTS(cls, inverted_latent):
-        if not folder_paths.exists_annotated_filepath(inverted_latent):
-            return f"Load Inverted Latent: no file {inverted_latent!r} in the input folder."
+        try:
+            listed_path(inverted_latent)
+        except NodeInputError as error:
+            return str(error)
         return True
 
 
