@@ -1,6 +1,6 @@
 """Inverted latents as ordinary ComfyUI LATENT dicts.
 
-An inverted (or EDICT-sampled) latent stays a LATENT: `samples` holds one branch in the
+An inverted (or sampled) latent stays a LATENT: `samples` holds one branch in the
 usual latent space, float32, so it can be previewed, decoded or saved. The key RECORD_KEY
 holds the rest: both states in float64 (the float32 `samples` alone would lose the digits
 that make the round trip exact) and how they were made. A node that rebuilds the dict
@@ -9,23 +9,26 @@ intended way out. Other keys (batch_index, noise_mask) pass through, as KSampler
 On a device with no float64 (MPS) the pair is float32.
 
 record = {
-    "method": "edict" | "bdia",
-    "state": "noisy" (made by an Invert node: the pair sits at sigmas[0]) |
-             "clean" (made by EDICT Sample: the pair sits at sigmas[-1]),
+    "method": a key of edict_core.spec.SPECS ("edict" | "bdia" | "obelm"),
+    "state": "noisy" (made by an Invert node: the pair sits at the noisy end) |
+             "clean" (made by a Sample node: the pair sits at the clean end),
     "branch":  float64 [B, C, ...] ([B, C, H, W] or video [B, C, T, H, W]), latent space:
                `samples` before its float32 cast,
-    "partner": float64, the same shape: EDICT's y, or BDIA's X_1 at sigmas[1],
+    "partner": float64, the same shape: EDICT's y; BDIA's and O-BELM's X_1 at sigmas[1]
+               (noisy) or X_{N-1} at sigmas[-2] (clean), see edict_core/spec.py,
     "source": the same shape, latent space: the clean latent the pair was made from (Invert's
-              input, or the plain latent EDICT Sample started from); both directions hand it
+              input, or the plain latent a Sample node started from); both directions hand it
               to the guider (concat-conditioned models read it), and a noise_mask keeps it
               outside the mask,
     "sigmas": float64 [N + 1], the prepared schedule (descending) that was actually run,
-    "mix_weight", "leapfrog" (EDICT) | "gamma" (BDIA): the method's settings,
-    "steps", "scheduler", "denoise": the simple nodes' widget values (absent when an advanced
-              node took a SIGMAS input),
+    "mix_weight", "leapfrog" (EDICT) | "gamma" (BDIA): the method's settings (its spec's),
+    "steps", "scheduler", "denoise", "cfg": the simple nodes' widget values (absent when an
+              advanced node took a SIGMAS input),
     "model_class": "BaseModel" | "SDXL" | "SD3" | "Flux" | "WAN21" | ...: ComfyUI's model class,
     "model_sampling": "EPS" | "V_PREDICTION" | "EDM" | "CONST" | ...,
     "latent_format": "SD15" | "SDXL" | "SD3" | "Flux" | ...,
+    "model_fingerprint": 16 hex digits over the weights and patches (fingerprint.py); a Sample
+              node whose model differs says so (absent in records older than it),
 }
 """
 

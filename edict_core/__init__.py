@@ -1,4 +1,4 @@
-"""Exact diffusion inversion (EDICT, BDIA) in ComfyUI's sampler coordinates.
+"""Exact diffusion inversion (EDICT, BDIA, O-BELM) in ComfyUI's sampler coordinates.
 
 Pure torch: no ComfyUI import. Every routine works on states in the variance-exploding
 "sampler space" that ComfyUI's k-diffusion samplers use, over two callables:

@@ -123,7 +123,7 @@ def _obelm_edit_warning(sigmas):
     damping = obelm.second_mode_damping(sigmas)
     if damping <= OBELM_EDIT_DAMPING:
         return None
-    return (f"this schedule's steps barely shrink toward the clean end ((last step / first step)^2 = "
+    return (f"this schedule's steps barely shrink toward the clean end, or grow ((last step / first step)^2 = "
             f"{damping:.2g}, above {OBELM_EDIT_DAMPING}), where O-BELM's second mode is not damped: "
             "the round trip stays exact, but an edit (another prompt) drifts from the source "
             "(bench/results/edit_fidelity.md). For edits use the karras or exponential scheduler, "
