@@ -6,12 +6,16 @@ D = D_u + cfg * (D_c - D_u), positive = each sample's class, negative = the unco
 mixture. Schedules are ComfyUI's karras on SD1.5's model_sampling (the analytic MODEL's),
 ending on its sigma_min, the floor (see Scene.sigmas).
 
+Methods: DDIM and every method of edict_core.spec.SPECS, run through its spec's routines
+(start_noisy then sample; start_clean, invert, then sample) at its default settings, or at
+each setting of VARIANTS, so a method added to SPECS joins with nothing edited here.
+
 Generation: from the same noise x_T = sigma_max * n, each method's float64 state at the
 floor against a reference solve of the probability-flow ODE dx/dsigma = (x - D) / sigma
 (classical RK4 in karras' ramp variable u, sigma = (a + u (b - a))^7; two resolutions, and
 their difference is reported). Error = relative L2 error over the batch, as a function of
-model calls (EDICT makes two per step, the others one). Order = minus the least-squares
-slope of log error against log calls.
+model calls (spec.calls: EDICT makes two per step, the others one). Order = minus the
+least-squares slope of log error against log calls.
 
 Round trip: exact float32 class samples, inverted and regenerated with the same cfg and
 schedule; the pair stays float64 as the pack keeps it, the denoiser is fed float32 states and
@@ -25,6 +29,7 @@ import torch
 
 import comfy.samplers
 import edict_core as core
+from edict_core.spec import SPECS
 
 from . import analytic_model as am
 from . import report
@@ -32,37 +37,54 @@ from . import report
 RK4_STEPS = (1000, 2000)
 TOLERANCE = 1e-6
 CFGS = (1.0, 7.0)
-# name: model calls per step.
-METHODS = {
-    "DDIM": 1, "EDICT": 2, "BDIA 1.0": 1, "BDIA 0.94": 1, "BDIA 0.5": 1, "O-BELM": 1,
-}
-COLORS = {"DDIM": "tab:gray", "EDICT": "tab:blue", "BDIA 1.0": "tab:olive", "BDIA 0.94": "tab:green",
-          "BDIA 0.5": "tab:cyan", "O-BELM": "tab:red"}
+# Settings measured instead of a method's defaults, by spec name. BDIA's gamma decides both its
+# order (second at 1.0, first below it) and its exact range (inversion grows rounding by 1/gamma
+# per step), so three values are measured: 1.0, the editing default 0.94 and 0.5 (the authors'
+# 10-step text-to-image value). Every other method runs at its defaults.
+VARIANTS = {"bdia": ({"gamma": 1.0}, {"gamma": 0.94}, {"gamma": 0.5})}
+PALETTE = ("tab:blue", "tab:olive", "tab:green", "tab:cyan", "tab:red", "tab:purple", "tab:orange", "tab:brown",
+           "tab:pink")
 
 
-def _gamma(name):
-    return float(name.split()[1])
+def _methods():
+    """{row name: (MethodSpec, settings)}, DDIM's None: DDIM, then each method of SPECS at its
+    defaults (named by its title) or at each of its VARIANTS (title and values: "BDIA 0.94")."""
+    rows = {"DDIM": None}
+    for spec in SPECS.values():
+        for changed in VARIANTS.get(spec.name, ({},)):
+            name = " ".join([spec.title] + [str(value) for value in changed.values()])
+            rows[name] = (spec, dict(spec.defaults, **changed))
+    return rows
+
+
+METHODS = _methods()
+COLORS = dict({"DDIM": "tab:gray"}, **{name: PALETTE[i % len(PALETTE)] for i, name in enumerate(list(METHODS)[1:])})
+
+
+def calls_per_step(name):
+    return 1 if METHODS[name] is None else METHODS[name][0].calls_per_step
+
+
+def model_calls(name, steps):
+    """Model calls of a generation of `steps` steps from one noisy latent."""
+    return steps if METHODS[name] is None else METHODS[name][0].calls(steps, started=True)
 
 
 def generate(name, model, x, sigmas, scale):
-    if name == "DDIM":
+    if METHODS[name] is None:
         return core.sample_ddim(model, x, sigmas)
-    if name == "EDICT":
-        return core.sample_edict(model, (x, x), sigmas, scale)[0]
-    if name == "O-BELM":
-        return core.sample_obelm(model, x, sigmas, scale)
-    return core.sample_bdia(model, x, sigmas, scale, _gamma(name))
+    spec, settings = METHODS[name]
+    pair = spec.start_noisy(model, x, sigmas, scale, **settings)
+    return spec.sample(model, pair, sigmas, scale, **settings)[0]
 
 
 def round_trip(name, model, x0, sigmas, scale):
-    if name == "DDIM":
+    if METHODS[name] is None:
         return core.sample_ddim(model, core.invert_ddim(model, x0, sigmas), sigmas)
-    if name == "EDICT":
-        return core.sample_edict(model, core.invert_edict(model, (x0, x0), sigmas, scale), sigmas, scale)[0]
-    if name == "O-BELM":
-        return core.sample_obelm_pair(model, core.invert_obelm(model, x0, sigmas, scale), sigmas, scale)
-    gamma = _gamma(name)
-    return core.sample_bdia_pair(model, core.invert_bdia(model, x0, sigmas, scale, gamma), sigmas, scale, gamma)
+    spec, settings = METHODS[name]
+    clean = spec.start_clean(model, x0, sigmas, scale, **settings)
+    noisy = spec.invert(model, clean, sigmas, scale, **settings)
+    return spec.sample(model, noisy, sigmas, scale, **settings)[0]
 
 
 class Scene:
@@ -80,12 +102,12 @@ class Scene:
         self.noise = noise * float(self.sigmas(1)[0])
 
     def sigmas(self, steps):
-        """`steps` karras steps from sigma_max to the floor. ComfyUI's karras of n + 1 steps
-        reaches sigma_min after n and then steps to 0; its float32 sigma_min lies 1.9e-8 above
-        the floor, where prepare_sigmas would add a step of that length (a wasted call for
-        EDICT, DDIM and BDIA, a dropped level for O-BELM): it is set to the floor instead."""
-        sigmas = comfy.samplers.calculate_sigmas(self.sampling, "karras", steps + 1).to(torch.float64)[:-1]
-        sigmas[-1] = self.floor
+        """`steps` karras steps from sigma_max to the floor, as the nodes prepare them: ComfyUI's
+        karras of n + 1 steps reaches sigma_min after n and then steps to 0; prepare_sigmas
+        drops the 0, and takes the last sigma, which float32 rounding leaves some 10 ulps
+        (1.9e-8) above the floor, for the floor (schedule.FLOOR_ULPS), so no step of rounding
+        length is run: n steps."""
+        sigmas = comfy.samplers.calculate_sigmas(self.sampling, "karras", steps + 1)
         sigmas = core.prepare_sigmas(sigmas, self.floor)
         assert len(sigmas) - 1 == steps, (steps, sigmas)
         return sigmas
@@ -178,18 +200,19 @@ def measure_generation(scene, calls_list, rk4_steps, asymptotic_from):
         model = scene.denoiser(cfg)
         coarse, fine = (reference_solve(scene, model, scene.noise, start, n) for n in rk4_steps)
         checks[cfg] = core.relative_error(coarse, fine)
-        for name, per_step in METHODS.items():
+        for name in METHODS:
             points = []
-            for calls in calls_list:
-                steps = max(calls // per_step, 2)
+            for target in calls_list:
+                steps = max(target // calls_per_step(name), 2)
                 sigmas = scene.sigmas(steps)
                 x = generate(name, model, scene.noise, sigmas, scene.scale)
-                points.append((per_step * (len(sigmas) - 1), core.relative_error(x, fine)))
+                points.append((model_calls(name, len(sigmas) - 1), core.relative_error(x, fine)))
             tail = [p for p in points if p[0] >= asymptotic_from]
             rows.append({"method": name, "cfg": cfg, "points": points, "order": fit_order(points),
                          "order_tail": fit_order(tail)})
-        for calls in sorted({min(calls_list), 50, max(calls_list)}):
-            splits.append(dict(split_bdia(scene, model, fine, calls), cfg=cfg))
+        # BDIA alone, on purpose: split_bdia explains BDIA 0.94's curve (see its docstring).
+        for n in sorted({min(calls_list), 50, max(calls_list)}):
+            splits.append(dict(split_bdia(scene, model, fine, n), cfg=cfg))
     return rows, checks, splits
 
 
@@ -212,7 +235,9 @@ def measure_round_trips(scene, steps_list):
 
 
 def _headlines(gen_rows, trip_rows):
-    """The targets: O-BELM against BDIA 0.94 at 50 calls, exactness to 1000 steps, orders."""
+    """The targets: O-BELM against BDIA 0.94 at 50 calls (the comparison O-BELM was added to
+    win: the same exactness at one call per step, at higher order), exactness to 1000 steps,
+    orders of every method."""
     by = {(r["method"], r["cfg"]): r for r in gen_rows}
     lines = []
     for cfg in CFGS:
@@ -268,7 +293,9 @@ def run(out_dir, calls=(10, 14, 20, 25, 35, 50, 70, 100, 140, 200),
         ["method", "cfg"] + [f"{c} calls" for c in calls_measured]
         + ["order (all)", f"order (>= {asymptotic_from} calls)"],
         [[r["method"], r["cfg"]] + [e for _, e in r["points"]] + [r["order"], r["order_tail"]] for r in gen_rows])
-    edict_calls = [c for r in gen_rows if r["method"] == "EDICT" for c, _ in r["points"]][:len(calls_measured)]
+    # Methods of several calls a step run calls // k steps: their own calls, named under the table.
+    own_calls = "; ".join(f"{r['method']}'s are {', '.join(str(c) for c, _ in r['points'])}" for r in gen_rows
+                          if r["cfg"] == CFGS[0] and [c for c, _ in r["points"]] != calls_measured)
     trip_table = report.table(
         ["method", "cfg"] + [f"{n} steps" for n in trip_steps] + [f"exact (<= {TOLERANCE:g}) up to"],
         [[r["method"], r["cfg"]] + r["errors"] + [r["exact_to"]] for r in trip_rows])
@@ -277,8 +304,9 @@ def run(out_dir, calls=(10, 14, 20, 25, 35, 50, 70, 100, 140, 200),
             f"Reference: RK4 at {rk4_steps[1]} steps; it differs from RK4 at {rk4_steps[0]} steps by "
             + ", ".join(f"{e:.1e} (cfg {c:g})" for c, e in checks.items()) + ".\n\n"
             + "\n".join(f"- {line}" for line in lines)
-            + "\n\n**Generation error** against the ODE solve, by model calls (EDICT runs calls // 2 steps, "
-            f"so its calls are {', '.join(map(str, edict_calls))}; orders are fitted on the calls actually made):\n\n"
+            + "\n\n**Generation error** against the ODE solve, by model calls (a method of k calls a step runs "
+            f"calls // k steps{': ' + own_calls if own_calls else ''}; orders are fitted on the calls actually "
+            "made):\n\n"
             + gen_table
             + "\n\n**Why BDIA 0.94's curve dips, then stalls** (split_bdia): its error e(0.94) is BDIA 1.0's "
             "error e(1.0), second order, plus about 0.06 f, where f = de/d(1 - gamma) (measured at gamma 0.99) is "

@@ -1,14 +1,17 @@
-"""Part 3: what EDICT and BDIA cost against ComfyUI's own KSampler (euler).
+"""Part 3: what each exact method costs against ComfyUI's own KSampler (euler).
 
-Same model, latent, conditioning and cfg for every run. Each run is sized to about the
-same number of model calls (KSampler euler N steps, EDICT N/2 steps at two calls a step,
-BDIA N steps), and the calls each run really made are counted, not assumed: the model is a
-clone with a unet function wrapper that counts every batched cond/uncond evaluation, used
-alike by KSampler and by our nodes. (BDIA sampling from an inverted pair makes N - 1 calls
-for N steps; the count catches that.) Inversion starts from a VAE-encoded picture, sampling
-from that inversion. The five runs alternate round by round (the order rotates each round),
-so load from other processes hits all of them alike; the figure is the median over rounds
-of wall time / counted calls, and the ratio is ours over KSampler's.
+Same model, latent, conditioning and cfg for every run. The exact methods are those of
+edict_core.spec.SPECS (bench/methods.py), each inverting and sampling through its nodes at
+its default settings. Each run is sized to about the same number of model calls (KSampler
+euler N steps, a method of k calls a step N/k steps), and the calls each run really made are
+counted, not assumed: the model is a clone with a unet function wrapper that counts every
+batched cond/uncond evaluation, used alike by KSampler and by our nodes. The count is checked
+against the spec's (spec.calls): a method that starts its pair with a DDIM step (BDIA, O-BELM)
+makes N calls inverting a clean latent but N - 1 sampling from the inverted pair. Inversion
+starts from a VAE-encoded picture, sampling from that inversion. The runs alternate round by
+round (the order rotates each round), so load from other processes hits all of them alike;
+the figure is the median over rounds of wall time / counted calls, and the ratio is ours
+over KSampler's.
 
 Memory: on CPU, torch's profiler (profile_memory) records every allocation and free; the
 peak of their running sum over a run is the run's peak allocated memory beyond what
@@ -37,7 +40,8 @@ from . import env, methods, report
 from .methods import Run
 
 TARGET_CPU, TARGET_GPU, TARGET_BUFFERS = 1.05, 1.02, 4
-OPS = ("KSampler", "EDICT invert", "EDICT sample", "BDIA invert", "BDIA sample")
+DIRECTIONS = {"invert": "Invert", "sample": "Sample"}  # an op's direction -> the node's role
+OPS = ("KSampler",) + tuple(f"{m} {d}" for m in methods.EXACT for d in DIRECTIONS)
 PROMPT = "a photo of a dog on the beach"
 
 
@@ -52,30 +56,44 @@ def setup(comfy, size=64, batch=1, cfg=7.0):
             "negative": env.encode_text(comfy, clip, ""), "latent": latent, "cfg": cfg}
 
 
+def widget_steps(method, calls):
+    """The steps widget that gives a method about `calls` model calls: calls / (calls per
+    step), plus one, since normal's last step, sigma_min to 0, is not run by an exact method."""
+    return calls // methods.calls_per_step(method) + 1
+
+
 def make_ops(comfy, setup_, calls):
-    """op name -> callable running it once with about `calls` model calls."""
+    """({op name: callable running it once with about `calls` model calls}, {op name: the
+    prepared steps it runs, as its record says}, KSampler's being `calls`)."""
     s = setup_
-    # one step more than the calls: normal's last step, sigma_min to 0, is not run by an exact method
-    edict = Run(s["model"], s["positive"], s["negative"], s["cfg"], calls // 2 + 1)
-    bdia = Run(s["model"], s["positive"], s["negative"], s["cfg"], calls + 1)
     latent = s["latent"]
-    inverted = {"EDICT": methods.invert(comfy, "EDICT", edict, latent),
-                "BDIA": methods.invert(comfy, "BDIA", bdia, latent)}
+    runs = {m: Run(s["model"], s["positive"], s["negative"], s["cfg"], widget_steps(m, calls)) for m in methods.EXACT}
+    inverted = {m: methods.invert(comfy, m, run, latent) for m, run in runs.items()}
 
     def ksampler():
-        comfy.KSampler().sample(bdia.model, 0, calls, bdia.cfg, "euler", "normal", bdia.positive,
-                                bdia.negative, latent, denoise=1.0)
+        comfy.KSampler().sample(s["model"], 0, calls, s["cfg"], "euler", "normal", s["positive"],
+                                s["negative"], latent, denoise=1.0)
 
-    def ours(method, run, direction):
-        node = f"{method}{direction}"
-        source = latent if direction == "Invert" else inverted[method]
-        extra = {} if direction == "Invert" else {"seed": 0}
-        return lambda: env.run_node(comfy, node, latent_image=source, **run.node_inputs(),
-                                    **methods._extra(method), **extra)
+    def ours(method, direction):
+        source = latent if direction == "invert" else inverted[method]
+        extra = {} if direction == "invert" else {"seed": 0}
+        return lambda: env.run_node(comfy, methods.node(method, DIRECTIONS[direction]), latent_image=source,
+                                    **runs[method].node_inputs(), **methods.settings(method), **extra)
 
-    return {"KSampler": ksampler, "EDICT invert": ours("EDICT", edict, "Invert"),
-            "EDICT sample": ours("EDICT", edict, "Sample"), "BDIA invert": ours("BDIA", bdia, "Invert"),
-            "BDIA sample": ours("BDIA", bdia, "Sample")}
+    ops, steps = {"KSampler": ksampler}, {"KSampler": calls}
+    for method in methods.EXACT:
+        for direction in DIRECTIONS:
+            ops[f"{method} {direction}"] = ours(method, direction)
+            steps[f"{method} {direction}"] = len(inverted[method][methods.RECORD_KEY]["sigmas"]) - 1
+    return ops, steps
+
+
+def expected_calls(name, steps):
+    """The model calls op `name` must make over `steps` prepared steps, by the spec."""
+    if name == "KSampler":
+        return steps
+    method, direction = name.rsplit(" ", 1)
+    return methods.calls(method, steps, started=direction == "invert")
 
 
 def time_alternating(ops, counter, rounds):
@@ -138,18 +156,19 @@ def profile_top(op, lines=14):
 
 def measure_time(comfy, size, calls, rounds):
     setup_ = setup(comfy, size)
-    ops = make_ops(comfy, setup_, calls)
+    ops, steps = make_ops(comfy, setup_, calls)
     for op in ops.values():  # warm-up: model load, first-call allocations
         op()
     times, counted = time_alternating(ops, setup_["counter"], rounds)
-    return setup_, ops, times, counted
+    return setup_, ops, steps, times, counted
 
 
-def measure_memory(comfy, size, calls=4):  # BDIA needs two real steps (normal ends at sigma_min)
+def measure_memory(comfy, size, calls=4):
     """{op: (peak bytes, op at the peak, live latent blocks)} and the latent's float32 bytes
-    at one size."""
+    at one size. 4 calls: every method gets at least two prepared steps (BDIA and O-BELM need
+    two; normal ends at sigma_min)."""
     setup_ = setup(comfy, size)
-    ops = make_ops(comfy, setup_, calls)
+    ops, _ = make_ops(comfy, setup_, calls)
     latent_bytes = setup_["latent"]["samples"].numel() * 4
     return {name: peak_memory(op, latent_bytes) for name, op in ops.items()}, latent_bytes
 
@@ -167,10 +186,10 @@ def run(comfy, out_dir, sizes=((64, 32), (256, 8)), rounds=5, memory_sizes=(64, 
     """sizes: (image side, model calls per run) pairs; a 32x32 latent costs the tiny UNet
     about 13x an 8x8 one, so fewer calls there still make runs of several seconds."""
     target = TARGET_GPU if torch.cuda.is_available() else TARGET_CPU
-    sections, ratios, missed, shapes = [], {}, [], {}
+    sections, ratios, missed, shapes, counts = [], {}, [], {}, {}
     fig, axes = report.figure(len(sizes) + 1, width=5)
     for ax, (size, calls) in zip(axes[0], sizes):
-        setup_, ops, times, counted = measure_time(comfy, size, calls, rounds)
+        setup_, ops, steps, times, counted = measure_time(comfy, size, calls, rounds)
         seconds = statistics.median(times["KSampler"]) * calls
         shape = tuple(setup_["latent"]["samples"].shape)
         shapes[size] = shape
@@ -179,15 +198,20 @@ def run(comfy, out_dir, sizes=((64, 32), (256, 8)), rounds=5, memory_sizes=(64, 
         for name in OPS:
             median = statistics.median(times[name])
             ratios[(name, size)] = median / base
+            counts[(name, size)] = {"steps": steps[name], "counted": counted[name],
+                                    "expected": expected_calls(name, steps[name])}
             ok = ratios[(name, size)] <= target
             if name != "KSampler" and not ok:
                 missed.append((name, size))
-            rows.append([name, counted[name], median * 1e3, min(times[name]) * 1e3, max(times[name]) * 1e3,
+            rows.append([name, steps[name], counted[name], expected_calls(name, steps[name]), median * 1e3,
+                         min(times[name]) * 1e3, max(times[name]) * 1e3,
                          "-" if name == "KSampler" else f"{median / base:.3f}",
                          "-" if name == "KSampler" else ("yes" if ok else "**no**")])
         text = (f"### Image {size}x{size}, latent {shape}: about {calls} model calls per run (KSampler euler "
-                f"{calls} steps, EDICT {calls // 2} steps, BDIA {calls} steps), {seconds:.1f} s per KSampler run\n\n"
-                + report.table(["run", "model calls (counted)", "ms / call (median)", "min", "max",
+                f"{calls} steps; steps widget " + ", ".join(f"{m} {widget_steps(m, calls)}" for m in methods.EXACT)
+                + f"), {seconds:.1f} s per KSampler run\n\n"
+                + report.table(["run", "steps run", "model calls (counted)", "model calls (spec)", "ms / call (median)",
+                                "min", "max",
                                 "ratio to KSampler", f"within {target}x"], rows))
         for name, run_size in missed:
             if run_size == size:
@@ -237,4 +261,4 @@ def run(comfy, out_dir, sizes=((64, 32), (256, 8)), rounds=5, memory_sizes=(64, 
               "that grow with the picture):\n\n"
             + report.table(["run", "fixed KiB", "k (latent buffers)", f"k <= {TARGET_BUFFERS}"], fit_rows))
     report.write_part(out_dir, "cost", "Cost against ComfyUI's KSampler", text, fig)
-    return {"ratios": ratios, "missed": missed, "memory": memory, "fits": fits, "shapes": shapes}
+    return {"ratios": ratios, "missed": missed, "memory": memory, "fits": fits, "shapes": shapes, "calls": counts}

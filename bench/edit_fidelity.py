@@ -8,8 +8,11 @@ A sample of class A is inverted with condition A and regenerated with condition 
   (x - mu_A) / s_A, and the result's inside B, (y - mu_B) / s_B. 1 is a perfect edit (the
   same place in the other class); 0 is a fresh sample of B.
 
-Methods: EDICT, BDIA, O-BELM, DDIM inversion (inversion with A, generation with B), and plain
-img2img (SDEdit: KSampler euler from seeded noise at the same strength, condition B).
+Methods: every exact method of edict_core.spec.SPECS (methods.EXACT), DDIM inversion
+(inversion with A, generation with B), and plain img2img (SDEdit: KSampler euler from seeded
+noise at the same strength, condition B). Each exact method runs at its spec's default settings;
+the scheduler is the part's (normal for the grid), not the method's default, so that every
+method is scored along the same sigmas; the by-scheduler table adds the others.
 """
 
 import torch
@@ -94,16 +97,14 @@ def run(comfy, out_dir, strengths=(0.5, 0.7, 0.9), cfgs=(1.0, 3.0, 7.0), steps=5
     by_scheduler = [r for name in schedulers for r in _by_scheduler(comfy, s, rows, name, scheduler_strengths,
                                                                   scheduler_cfg, steps)]
     fig, axes = report.figure(3, width=4.6)
-    colors = {"EDICT": "tab:blue", "BDIA": "tab:green", "O-BELM": "tab:purple", "DDIM": "tab:red",
-              "SDEdit": "tab:gray"}
     for method in METHODS:
         for cfg, style in zip(cfgs, ("-", "--", ":")):
             pts = [(r["strength"], r["hit"], r["position"]) for r in rows if r["method"] == method and r["cfg"] == cfg]
             xs, hits, positions = zip(*pts)
-            axes[0][0].plot(xs, hits, style, marker="o", color=colors[method], label=f"{method} cfg {cfg:g}")
-            axes[0][1].plot(xs, positions, style, marker="o", color=colors[method], label=f"{method} cfg {cfg:g}")
+            for ax, ys in ((axes[0][0], hits), (axes[0][1], positions)):
+                ax.plot(xs, ys, style, marker="o", color=methods.color(method), label=f"{method} cfg {cfg:g}")
         pts = [(r["steps"], r["position"]) for r in sweep if r["method"] == method]
-        axes[0][2].plot(*zip(*pts), marker="o", color=colors[method], label=method)
+        axes[0][2].plot(*zip(*pts), marker="o", color=methods.color(method), label=method)
     axes[0][0].set(xlabel="strength (denoise)", ylabel="hit rate: result in class B", title=f"edit lands in B ({steps} steps)")
     axes[0][1].set(xlabel="strength (denoise)", ylabel="cosine of whitened offsets", title=f"position kept ({steps} steps)")
     axes[0][2].set(xlabel="steps", ylabel="cosine of whitened offsets", xscale="log",

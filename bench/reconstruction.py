@@ -1,9 +1,10 @@
 """Part 1: reconstruction error, after the EDICT paper's Table 1.
 
 Invert a clean latent fully (denoise 1.0, the paper's setting) and sample it back with the
-same conditioning and cfg; score the result against the input. EDICT, BDIA, O-BELM and DDIM
-inversion, each unconditional (empty prompt / uniform class mixture, cfg 1) and
-conditional at cfg 1, 3 and 7, for each step count. Three kinds of model:
+same conditioning and cfg; score the result against the input. Every exact method of
+edict_core.spec.SPECS (methods.EXACT) and DDIM inversion, each unconditional (empty prompt /
+uniform class mixture, cfg 1) and conditional at cfg 1, 3 and 7, for each step count.
+Three kinds of model:
 
 - analytic: the Gaussian-class model of analytic_model.py (the truth is known);
 - tiny: the seeded tiny SD1.x checkpoint of the tests, on images drawn in code;
@@ -142,14 +143,13 @@ def markdown(scene, rows):
 def plot(ax, rows, title):
     """Latent MSE against steps, one line per method and guidance (log scale; exact zeros
     are drawn at 1e-20 so they stay visible)."""
-    styles = {"EDICT": "tab:blue", "BDIA": "tab:green", "O-BELM": "tab:purple", "DDIM": "tab:red"}
     marks = {"uncond": "o", "cond cfg 1": "s", "cond cfg 3": "^", "cond cfg 7": "D"}
     for method in methods.METHODS:
         for label, mark in marks.items():
             pts = sorted((r["steps"], max(r["latent_mse"], 1e-20)) for r in rows
                          if r["method"] == method and _label(r) == label)
             if pts:
-                ax.plot(*zip(*pts), marker=mark, color=styles[method], label=f"{method} {label}", alpha=0.8)
+                ax.plot(*zip(*pts), marker=mark, color=methods.color(method), label=f"{method} {label}", alpha=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("steps")
@@ -170,8 +170,9 @@ def run(comfy, out_dir, scenes_and_grids):
         plot(ax, rows, f"{scene['name']} {shape}")
         results[scene["name"]] = (rows, headline(rows))
     axes[0][-1].legend(fontsize=6, ncol=3)
-    intro = ("Full inversion (denoise 1.0), normal scheduler, EDICT p = 0.93 (leapfrog), BDIA gamma = "
-             "0.94, O-BELM; inverted and regenerated with the same conditioning and cfg. Unconditional = "
+    intro = ("Full inversion (denoise 1.0), normal scheduler, "
+             + ", ".join(methods.settings_text(m) for m in methods.EXACT)
+             + "; inverted and regenerated with the same conditioning and cfg. Unconditional = "
              "the empty prompt (analytic: the uniform class mixture) at cfg 1. EDICT's result is "
              "its pair averaged by Latent Pair Mix (0.5). An error of exactly 0 means the round "
              "trip returned every float32 of the latent.")

@@ -3,7 +3,9 @@
 Starts a real ComfyUI in this process on the CPU (as the tests do), runs the chosen parts,
 prints each part's markdown and writes <out>/<part>.md and .png, then (when every part ran)
 <out>/summary.md with the headline figures. --quick is the smoke-test size (seconds per part); the default
-is the full CPU run committed in bench/results (about 34 minutes on 2 cores).
+is the full CPU run committed in bench/results (33.9 minutes on 2 cores, before every method of
+edict_core.spec.SPECS joined the cost and scaling parts, which adds O-BELM's runs there).
+The methods are SPECS' (bench/methods.py): one added there joins every part.
 """
 
 import argparse
@@ -107,8 +109,9 @@ def summary(results, seconds, load=None):
         lines.append("\n**Scaling** ([table](scaling.md)):\n")
         lines += [f"- {what} against {against}: {fit}; max deviation ({judged}) {dev}, linear: {ok}"
                   for what, against, fit, judged, dev, ok in s["lines"]]
-        lines.append(f"- EDICT's float64 round trip: relative error above 1e-13 first at {s['onset']} steps"
-                     if s["onset"] else "- EDICT's float64 round trip: relative error below 1e-13 at every step count run")
+        lines += [f"- {method}'s float64 round trip: relative error above 1e-13 first at {steps} steps" if steps
+                  else f"- {method}'s float64 round trip: relative error below 1e-13 at every step count run"
+                  for method, steps in s["onset"].items()]
         lines.append(f"- float32 round-trip error at {s['last_steps']} steps (cfg 7): "
                      + ", ".join(f"{m} {e:.3g}" for m, e in s["error_at_last"].items()))
     if "edit_fidelity" in results:

@@ -1,14 +1,14 @@
 """Part 4: time and round-trip error against steps and batch size.
 
-Steps (10 to 500) on the analytic model at cfg 7: an EDICT and a BDIA round trip (invert,
-then sample back) through the nodes. Without a network its time is ComfyUI's and our own
-per-step work, so it shows our loop's growth. Error: the float32 result against the input,
-and EDICT's float64 branch (the record's `branch`, before its float32 cast), where the
-rounding of the float64 pair shows first.
+Steps (10 to 500) on the analytic model at cfg 7: a round trip (invert, then sample back)
+through the nodes for every exact method of edict_core.spec.SPECS. Without a network its time
+is ComfyUI's and our own per-step work, so it shows our loop's growth. Error: the float32
+result against the input, and the float64 result (the Sample record's `branch`, before its
+float32 cast), where the rounding of the float64 pair shows first.
 
-Batch (1 to 8) on the tiny checkpoint at cfg 7: a BDIA round trip against KSampler (euler)
-with the same number of model calls, so the network's own batch scaling is seen beside
-ComfyUI's, and the round trip's error at each batch.
+Batch (1 to 8) on the tiny checkpoint at cfg 7: one method's round trip (BATCH_METHOD) against
+KSampler (euler) with the same number of model calls, so the network's own batch scaling is
+seen beside ComfyUI's, and the round trip's error at each batch.
 
 Timing: each point is the minimum of `repeats` runs (the least disturbed by other work on
 the machine). Linearity: a least-squares line time = a + b * n through all points; a is
@@ -30,6 +30,10 @@ from .methods import Run
 
 ROUNDING_THRESHOLD = 1e-13  # float64 eps is 2.2e-16; above this the pair's rounding shows
 LINEAR_FROM, LINEAR_TOLERANCE = 50, 0.10
+# The batch part measures one method on purpose: it shows how the network's time grows with
+# the batch beside KSampler's, which any one method shows (the per-method cost is the cost
+# part's). BDIA, at one call per step like KSampler, matches its call count step for step.
+BATCH_METHOD = "BDIA"
 
 
 def linear_fit(ns, ts, from_n=0):
@@ -62,41 +66,38 @@ def steps_scaling(comfy, steps_list, repeats=3, per_class=1, cfg=7.0):
     rows = []
     for steps in steps_list:
         run = Run(model, am.class_conditioning(classes, labels), am.unconditional(classes), cfg, steps)
-        for method in ("EDICT", "BDIA"):
+        for method in methods.EXACT:
             def round_trip():
-                inverted = methods.invert(comfy, method, run, latent)
-                return env.run_node(comfy, f"{method}Sample", latent_image=inverted, seed=0,
-                                    **run.node_inputs(), **methods._extra(method))
+                return methods.sample(comfy, method, run, methods.invert(comfy, method, run, latent))
             seconds, back = min_time(round_trip, repeats)
-            row = {"method": method, "steps": steps, "seconds": seconds,
-                   "error32": env.relative_error(back["samples"], original), "error64": float("nan")}
-            if method == "EDICT":
-                row["error64"] = env.relative_error(back["exact_inversion"]["branch"], original)
-            rows.append(row)
+            rows.append({"method": method, "steps": steps, "seconds": seconds,
+                         "error32": env.relative_error(back["samples"], original),
+                         "error64": env.relative_error(back[methods.RECORD_KEY]["branch"], original)})
     return rows
 
 
 def batch_scaling(comfy, batches, steps=8, repeats=3, size=64, cfg=7.0):
-    """A BDIA round trip of `steps` steps each way (normal's last step, sigma_min to 0, is not
-    run) against KSampler euler with as many model calls as the round trip made."""
+    """A BATCH_METHOD round trip of `steps` steps each way (normal's last step, sigma_min to 0,
+    is not run) against KSampler euler with as many model calls as the round trip made."""
     clip, vae = comfy.tiny["clip"], comfy.tiny["vae"]
     positive, negative = env.encode_text(comfy, clip, PROMPT), env.encode_text(comfy, clip, "")
     model, counter = counting_model(comfy.tiny["model"])  # counter: one entry per network call
     run = Run(model, positive, negative, cfg, steps)
+    trip = f"{BATCH_METHOD} round trip"
     rows = []
     for batch in batches:
         with torch.inference_mode():
             latent = comfy.VAEEncode().encode(vae, env.drawn_images(batch, size))[0]
 
-        def bdia():
-            inverted = methods.invert(comfy, "BDIA", run, latent)
-            return methods.regenerate(comfy, "BDIA", run, inverted)
+        def round_trip():
+            inverted = methods.invert(comfy, BATCH_METHOD, run, latent)
+            return methods.regenerate(comfy, BATCH_METHOD, run, inverted)
 
         def ksampler():
             return comfy.KSampler().sample(model, 0, rows[-1]["calls"], cfg, "euler", "normal", positive,
                                            negative, latent)[0]["samples"]
 
-        for name, op in (("BDIA round trip", bdia), ("KSampler", ksampler)):
+        for name, op in ((trip, round_trip), ("KSampler", ksampler)):
             counter.clear()
             seconds, back = min_time(op, repeats)
             error = env.relative_error(back, latent["samples"]) if name != "KSampler" else float("nan")
@@ -106,9 +107,14 @@ def batch_scaling(comfy, batches, steps=8, repeats=3, size=64, cfg=7.0):
 
 
 def rounding_onset(rows):
-    """Smallest step count whose EDICT float64 round trip is off by more than the threshold."""
-    over = [r["steps"] for r in rows if r["method"] == "EDICT" and r["error64"] > ROUNDING_THRESHOLD]
-    return min(over) if over else None
+    """{method: smallest step count whose float64 round trip is off by more than the
+    threshold, or None where none is}."""
+    onset = {}
+    for r in rows:
+        if r["error64"] > ROUNDING_THRESHOLD and onset.get(r["method"]) is None:
+            onset[r["method"]] = r["steps"]
+        onset.setdefault(r["method"], None)
+    return onset
 
 
 def run(comfy, out_dir, steps_list=(10, 20, 50, 100, 200, 500), batches=(1, 2, 4, 8), batch_steps=8, repeats=3):
@@ -118,7 +124,8 @@ def run(comfy, out_dir, steps_list=(10, 20, 50, 100, 200, 500), batches=(1, 2, 4
     onset = rounding_onset(step_rows)
     fig, axes = report.figure(3, width=4.6)
     lines = []
-    for method, color in (("EDICT", "tab:blue"), ("BDIA", "tab:green")):
+    for method in methods.EXACT:
+        color = methods.color(method)
         rows = [r for r in step_rows if r["method"] == method]
         ns, ts = [r["steps"] for r in rows], [r["seconds"] for r in rows]
         a, b, deviation = linear_fit(ns, ts, LINEAR_FROM)
@@ -128,39 +135,43 @@ def run(comfy, out_dir, steps_list=(10, 20, 50, 100, 200, 500), batches=(1, 2, 4
         axes[0][0].plot(ns, [a + b * n for n in ns], linestyle=":", color=color)
         axes[0][1].plot(ns, [max(r["error32"], 1e-18) for r in rows], marker="o", color=color,
                         label=f"{method} float32 result")
-        if method == "EDICT":
-            axes[0][1].plot(ns, [max(r["error64"], 1e-18) for r in rows], marker="x", linestyle="--",
-                            color=color, label="EDICT float64 branch")
-    for name, color in (("KSampler", "tab:gray"), ("BDIA round trip", "tab:green")):
+        axes[0][1].plot(ns, [max(r["error64"], 1e-18) for r in rows], marker="x", linestyle="--",
+                        color=color, label=f"{method} float64 result")
+    for name in ("KSampler", f"{BATCH_METHOD} round trip"):
         rows = [r for r in batch_rows if r["run"] == name]
         ns, ts = [r["batch"] for r in rows], [r["seconds"] for r in rows]
         a, b, deviation = linear_fit(ns, ts)
         lines.append([f"{name} (tiny, {rows[0]['calls']} calls)", "batch", f"{a:.3g} s + {b:.3g} s / sample",
                       "all", f"{deviation:.1%}", "yes" if deviation <= LINEAR_TOLERANCE else "**no**"])
-        axes[0][2].plot(ns, ts, marker="o", color=color, label=name)
+        axes[0][2].plot(ns, ts, marker="o", color=methods.color(name.split()[0]), label=name)
     axes[0][0].set(xlabel="steps", ylabel="seconds (min of repeats)", title="round trip time (analytic, cfg 7)")
     axes[0][1].set(xlabel="steps", ylabel="relative error (0 drawn at 1e-18)", xscale="log", yscale="log",
                    title="round trip error")
     axes[0][2].set(xlabel="batch", ylabel="seconds (min of repeats)", title="tiny checkpoint, cfg 7")
     for ax in axes[0]:
         ax.legend(fontsize=7)
-    step_table = report.table(["method", "steps", "seconds", "rel. error float32 result", "rel. error float64 branch"],
+    step_table = report.table(["method", "steps", "seconds", "rel. error float32 result", "rel. error float64 result"],
                               [[r["method"], r["steps"], r["seconds"], r["error32"], r["error64"]] for r in step_rows])
     batch_table = report.table(["run", "batch", "model calls", "seconds", "rel. error of the round trip"],
                                [[r["run"], r["batch"], r["calls"], r["seconds"], r["error32"]] for r in batch_rows])
-    onset_text = (f"EDICT's float64 branch first exceeds a relative error of {ROUNDING_THRESHOLD:g} at "
-                  f"**{onset} steps**." if onset else
-                  f"EDICT's float64 branch stays below a relative error of {ROUNDING_THRESHOLD:g} up to "
-                  f"{max(steps_list)} steps.")
     text = (f"Each time is the minimum of {repeats} runs. **Linearity**: least-squares line time = a + b n; "
             f"linear means every point from {LINEAR_FROM} steps (every batch point) within "
             f"{LINEAR_TOLERANCE:.0%} of the line, relative to its own time.\n\n"
             + report.table(["what", "against", "fit", "points judged", "max deviation", "linear"], lines)
-            + f"\n\n**Float64 rounding**: {onset_text}\n\n**Steps** (analytic model, cfg 7, one sample per "
+            + "\n\n**Float64 rounding** (the Sample record's float64 `branch` against the input): "
+            + onset_text(onset, max(steps_list)) + "\n\n**Steps** (analytic model, cfg 7, one sample per "
             "class, invert + sample):\n\n" + step_table
-            + f"\n\n**Batch** (tiny checkpoint, cfg 7, 64x64 images, BDIA {batch_steps} steps each way):\n\n"
+            + f"\n\n**Batch** (tiny checkpoint, cfg 7, 64x64 images, {BATCH_METHOD} {batch_steps} steps each way):\n\n"
             + batch_table)
     report.write_part(out_dir, "scaling", "Scaling with steps and batch", text, fig)
     last = max(steps_list)
     at_last = {r["method"]: r["error32"] for r in step_rows if r["steps"] == last}
-    return {"onset": onset, "lines": lines, "last_steps": last, "error_at_last": at_last}
+    return {"onset": onset, "lines": lines, "last_steps": last, "error_at_last": at_last,
+            "steps": step_rows, "batch": batch_rows}
+
+
+def onset_text(onset, largest):
+    """One sentence per method: where its float64 round trip first exceeds the threshold."""
+    return "; ".join(f"{method} first exceeds a relative error of {ROUNDING_THRESHOLD:g} at **{steps} steps**"
+                     if steps else f"{method} stays below {ROUNDING_THRESHOLD:g} up to {largest} steps"
+                     for method, steps in onset.items()) + "."

@@ -171,6 +171,6 @@ SPECS = {spec.name: spec for spec in (
         min_steps=obelm.MIN_STEPS, calls_per_step=1, start_calls=1,
         edit_warning=_obelm_edit_warning,
         # Along normal's near-equal tail steps O-BELM's edits drift (OBELM_EDIT_DAMPING); karras
-        # shrinks them toward the clean end at every denoise.
+        # shrinks them toward the clean end at the denoise edits use (0.5 and up; at 0.1 it warns too).
         scheduler="karras"),
 )}

@@ -3,14 +3,26 @@
 The analytic model's denoiser is checked against the truth first (Tweedie's formula by
 autograd, and a Monte-Carlo posterior mean in a 4-number latent), through ComfyUI's own
 model wrapper. Then each part runs at a few steps and tiny sizes through the real nodes,
-writes its table and plot, and its figures must say what the papers say.
+writes its table and plot, and its figures must say what its tables claim: the model calls
+the spec states (counted, not assumed), round trips exact to float32 rounding, and the
+ordering of the methods. The methods are edict_core.spec.SPECS (bench/methods.py): a method
+added there is checked here too, against the generic bounds where no figure of its own is
+measured yet.
+
+Each bound sits near the figure measured at the quick sizes (CPU, torch 2.14.1, ComfyUI
+0.3.75), which its comment gives with the margin; every test prints its figures (-s).
+Deterministic figures (call counts, float rounding, the analytic model's errors) have
+margins of 2x to 4x, or one sample of eight in a hit rate. Times are printed, not bounded.
 """
 
-import math
 import os
 
 import pytest
 import torch
+
+# One float32 ulp relative (2^-23): a float32 result within it of the input is the input up
+# to the last bit of its largest elements. The quick bench measures 0 for every exact round trip.
+FLOAT32_ULP = 2.0 ** -23
 
 
 @pytest.fixture(scope="module")
@@ -55,71 +67,239 @@ def test_analytic_denoiser_is_the_posterior_mean(comfy):
     assert torch.allclose(through_comfy.double(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_reconstruction_exact_methods_beat_ddim(bench_results):
+def test_every_spec_method_is_benched(comfy):  # comfy: bench.convergence imports ComfyUI
+    """The bench's methods are SPECS' titles in order, with DDIM (and SDEdit) as baselines;
+    each runs through its spec's node ids at its spec's defaults."""
+    from bench import convergence, cost, edit_fidelity, methods
+    from edict_core.spec import SPECS
+
+    titles = tuple(spec.title for spec in SPECS.values())
+    assert methods.EXACT == titles and methods.METHODS == titles + ("DDIM",)
+    assert edit_fidelity.METHODS == methods.METHODS + ("SDEdit",)
+    assert cost.OPS == ("KSampler",) + tuple(f"{t} {d}" for t in titles for d in ("invert", "sample"))
+    for spec in SPECS.values():
+        assert methods.node(spec.title, "Invert") == spec.node_id("Invert")
+        assert methods.settings(spec.title) == spec.defaults
+        assert any(entry and entry[0] is spec for entry in convergence.METHODS.values()), spec.title
+
+
+def test_reconstruction_exact_methods_are_exact_and_ddim_is_not(bench_results):
+    from bench import methods
+
     out, results, _ = bench_results
+    figures = {}
     for name in ("analytic", "tiny"):
-        rows, ratios = results["reconstruction"][name]
-        at_cfg7 = {r["method"]: r["latent_mse"] for r in rows if r["cfg"] == 7.0 and r["guidance"] == "cond"}
-        assert at_cfg7["DDIM"] > 1e-4, name
-        assert all(at_cfg7[m] <= 1e-10 for m in ("EDICT", "BDIA", "O-BELM")), (name, at_cfg7)
-        assert all(ratio > 1e4 for by_method in ratios.values() for ratio in by_method.values()), name
-    tiny_rows = results["reconstruction"]["tiny"][0]
-    assert all("pixel_mse" in r for r in tiny_rows)
+        rows, _ = results["reconstruction"][name]
+        for r in rows:
+            figures[(name, r["method"], r["guidance"], r["cfg"], r["steps"])] = r
+    print({key: (f"{r['rel_error']:.3g}", f"{r.get('pixel_mse', float('nan')):.4g}") for key, r in figures.items()})
+    # Every exact round trip, at every guidance and step count: measured 0 (every float32 of
+    # the latent back); bound one float32 ulp relative.
+    for key, r in figures.items():
+        if key[1] in methods.EXACT:
+            assert r["rel_error"] <= FLOAT32_ULP, key
+    # DDIM inversion's round trip, conditional cfg 7 (relative error): analytic measured 0.437 at
+    # 4 steps, 0.246 at 8 (it falls with the step, first order); tiny 118 at 3 steps (random
+    # weights). Bounds at about half of each: a million float32 ulps and more above the exact methods.
+    ddim = {(name, steps): r["rel_error"] for (name, method, kind, cfg, steps), r in figures.items()
+            if method == "DDIM" and kind == "cond" and cfg == 7.0}
+    assert ddim[("analytic", 4)] >= 0.2 and ddim[("analytic", 8)] >= 0.12, ddim
+    assert ddim[("analytic", 4)] >= 1.5 * ddim[("analytic", 8)], ddim  # measured 1.78x
+    assert ddim[("tiny", 3)] >= 50, ddim
+    # Decoded, the exact round trips are the VAE's own round trip (all equal: measured pixel
+    # MSE 0.2102 each) and DDIM's is worse (0.2455: 1.17x); bound 1.1x.
+    tiny = [r for r in results["reconstruction"]["tiny"][0]]
+    exact_pixels = {r["pixel_mse"] for r in tiny if r["method"] in methods.EXACT}
+    assert len(exact_pixels) == 1, exact_pixels
+    assert next(r["pixel_mse"] for r in tiny if r["method"] == "DDIM") >= 1.1 * exact_pixels.pop()
     _assert_written(out, "reconstruction")
 
 
-def test_edit_fidelity_lands_in_the_target_class(bench_results):
+def test_edit_fidelity_orders_the_methods_as_its_tables_say(bench_results):
+    from bench import methods
+
     out, results, _ = bench_results
-    rows = {(r["method"], r["strength"]): r for r in results["edit_fidelity"]["rows"]}
-    # At strength 0.9 the edit reaches class B, and inversion keeps the place in the class
-    # far better than img2img from fresh noise.
-    assert all(rows[(m, 0.9)]["hit"] >= 0.75 for m in ("EDICT", "BDIA", "O-BELM"))
-    for method in ("EDICT", "BDIA", "DDIM"):
-        assert rows[(method, 0.9)]["position"] > rows[("SDEdit", 0.9)]["position"] + 0.1, method
-    assert {r["steps"] for r in results["edit_fidelity"]["sweep"]} == set(run_sizes()["edit"]["sweep_steps"])
-    # The exact methods' inverted states are measured against DDIM inversion's.
-    assert all(0 < rows[(m, 0.9)]["off_ddim"] < math.inf for m in ("EDICT", "BDIA", "O-BELM"))
-    # O-BELM's edit along normal's near-equal steps (leapfrog, an undamped second mode) and
-    # along karras' shrinking ones; measured at the quick sizes: position 0.146 and 0.965
-    position = {(r["method"], r["scheduler"]): r["position"] for r in results["edit_fidelity"]["by_scheduler"]}
-    assert position[("O-BELM", "karras")] > position[("O-BELM", "normal")] + 0.5, position
+    edit = results["edit_fidelity"]
+    rows = {(r["method"], r["strength"]): r for r in edit["rows"]}
+    print({k: (r["hit"], round(r["position"], 3), round(r["off_ddim"], 3)) for k, r in rows.items()})
+    # Strength 0.9, cfg 3, 16 steps, 8 samples: every method's edit lands in class B (measured
+    # 1.0 for all; bound 7 of 8). Inversion keeps the place in the class, img2img from fresh noise
+    # does not: position measured EDICT 0.50, O-BELM 0.83, BDIA 0.93, DDIM 0.95, against SDEdit's
+    # 0.05; bounds 0.4 and 0.15.
+    for method in methods.METHODS:
+        assert rows[(method, 0.9)]["hit"] >= 7 / 8, method
+        assert rows[(method, 0.9)]["position"] >= 0.4, method
+    assert rows[("SDEdit", 0.9)]["position"] <= 0.15
+    # The exact methods' inverted states lie off DDIM inversion's (the "off DDIM's" column; the
+    # expansive part of their inversions), further the further they invert: measured 0.21 to 0.25
+    # at strength 0.9, 0.04 to 0.12 at 0.5 (2.1x for EDICT, 5.7x for BDIA and O-BELM).
+    for method in methods.EXACT:
+        off_far, off_near = rows[(method, 0.9)]["off_ddim"], rows[(method, 0.5)]["off_ddim"]
+        assert 0.1 <= off_far <= 0.5 and off_far >= 1.5 * off_near, (method, off_far, off_near)
+    # The sweep at cfg 7, strength 0.7: DDIM keeps position where the exact methods lose it (the
+    # EXPLANATION): at 16 steps measured DDIM 0.968, the best exact method 0.368 (BDIA); bound a
+    # 0.3 gap.
+    last = max(r["steps"] for r in edit["sweep"])
+    assert {r["steps"] for r in edit["sweep"]} == set(run_sizes()["edit"]["sweep_steps"])
+    sweep = {r["method"]: r["position"] for r in edit["sweep"] if r["steps"] == last}
+    print("sweep", last, sweep)
+    assert sweep["DDIM"] >= max(sweep[m] for m in methods.EXACT) + 0.3, sweep
     _assert_written(out, "edit_fidelity")
 
 
-def test_cost_counts_calls_and_compares_with_ksampler(bench_results):
+def test_obelm_edits_keep_the_source_where_its_second_mode_is_damped(comfy, bench_results):
+    """O-BELM along normal's near-equal tail steps (strength 0.5: its second mode undamped)
+    against karras' shrinking ones; and the spec's edit warning fires for the first only."""
+    from bench import analytic_model as am
+    from edict_core import denoise_schedule, prepare_sigmas
+    from edict_core.obelm import second_mode_damping
+    from edict_core.spec import OBELM_EDIT_DAMPING, SPECS
+
+    import comfy.samplers
+
+    _, results, _ = bench_results
+    by = {(r["method"], r["scheduler"]): r for r in results["edit_fidelity"]["by_scheduler"]}
+    print({k: (r["hit"], round(r["position"], 3)) for k, r in by.items()})
+    # Measured: O-BELM position 0.146 (hit 0 of 8) on normal, 0.965 (hit 8 of 8) on karras, where
+    # DDIM keeps 0.884: karras' O-BELM within the spec's 0.04 of DDIM's or better (OBELM_EDIT_DAMPING).
+    assert by[("O-BELM", "karras")]["position"] >= 0.9 and by[("O-BELM", "karras")]["hit"] >= 7 / 8
+    assert by[("O-BELM", "karras")]["position"] >= by[("DDIM", "karras")]["position"] - 0.04
+    assert by[("O-BELM", "normal")]["position"] <= 0.3 and by[("O-BELM", "normal")]["hit"] <= 1 / 8
+    assert by[("O-BELM", "normal")]["position"] <= by[("DDIM", "normal")]["position"] - 0.5
+    # The same runs' schedules: the damping (last step / first step)^2 is above the warning's
+    # threshold on normal, below it on karras, so O-BELM Invert names the drift exactly there.
+    sizes = run_sizes()["edit"]
+    sampling = am.analytic_model(am.GaussianClasses()).get_model_object("model_sampling")
+    damping = {}
+    for scheduler in ("normal", "karras"):
+        sigmas = denoise_schedule(lambda n: comfy.samplers.calculate_sigmas(sampling, scheduler, n),
+                                  sizes["steps"], sizes["scheduler_strengths"][0])
+        prepared = prepare_sigmas(sigmas, float(sampling.sigma_min))
+        damping[scheduler] = second_mode_damping(prepared)
+        warned = SPECS["obelm"].edit_warning(prepared) is not None
+        assert warned == (scheduler == "normal"), (scheduler, damping[scheduler])
+    print("damping", damping, "threshold", OBELM_EDIT_DAMPING)
+
+
+def test_cost_counts_the_calls_the_spec_states(bench_results):
+    from bench import cost as cost_part
+    from bench import methods
+    from edict_core.spec import SPECS
+
     out, results, _ = bench_results
     cost = results["cost"]
-    assert {name for name, _ in cost["ratios"]} == {"KSampler", "EDICT invert", "EDICT sample", "BDIA invert",
-                                                   "BDIA sample"}
-    assert all(0 < r < math.inf for r in cost["ratios"].values())
-    for peaks, latent_bytes in cost["memory"].values():
-        assert all(peak > 0 and blocks.startswith("1x ") for peak, _, blocks in peaks.values()) and latent_bytes > 0
-    assert set(cost["fits"]) == {"EDICT invert", "EDICT sample", "BDIA invert", "BDIA sample"}
+    calls = run_sizes()["cost"]["sizes"][0][1]
+    size = run_sizes()["cost"]["sizes"][0][0]
+    counts = {name: c for (name, s), c in cost["calls"].items() if s == size}
+    print(counts)
+    assert counts["KSampler"]["counted"] == calls
+    for spec in SPECS.values():
+        invert, sample = counts[f"{spec.title} invert"], counts[f"{spec.title} sample"]
+        # Sized to about `calls` calls: calls // calls_per_step steps (measured: EDICT 2 steps,
+        # BDIA and O-BELM 4, of 4 calls).
+        assert invert["steps"] == sample["steps"] == calls // spec.calls_per_step, spec.title
+        steps = invert["steps"]
+        # Counted by the model wrapper, equal to the spec's count: inversion from a clean latent
+        # pays the start, sampling from the inverted pair does not (measured: EDICT 4 and 4,
+        # BDIA and O-BELM 4 and 3).
+        assert invert["counted"] == spec.calls(steps, started=True), spec.title
+        assert sample["counted"] == spec.calls(steps, started=False), spec.title
+        assert invert["counted"] - sample["counted"] == spec.start_calls, spec.title
     with open(os.path.join(out, "cost.md")) as f:
         text = f.read()
-    # Counted calls: BDIA sampling from a pair makes one call fewer than its steps.
-    calls = run_sizes()["cost"]["sizes"][0][1]
-    assert f"| BDIA sample | {calls - 1} |" in text and f"| KSampler | {calls} |" in text
+    assert f"| KSampler | {calls} | {calls} | {calls} |" in text
+    # Time per counted call against KSampler's is printed, not bounded: one round of runs of
+    # 0.2 s each on a shared machine measured single ratios from 0.92 (idle) to 8.4 (other test
+    # runs on both cores), so no bound near the idle figure (about 1.0) would hold. The timing
+    # claim is the full run's (cost.md: five alternating rounds, medians).
+    ratios = {name: r for (name, s), r in cost["ratios"].items() if s == size}
+    print({name: round(r, 3) for name, r in ratios.items()})
+    assert set(ratios) == set(cost_part.OPS) and ratios["KSampler"] == 1.0
+    # Extra peak memory, in latent-sized buffers that grow with the picture (the fit's k):
+    # measured EDICT 6 (invert) and 8 (sample), BDIA 10 and 10, O-BELM 8 and 8; bound 11. (The
+    # cost part's target is 4, which no method meets: cost.md says "no".)
+    fits = {name: round(slope, 2) for name, (_, slope) in cost["fits"].items()}
+    print("buffers k", fits)
+    assert set(fits) == {f"{m} {d}" for m in methods.EXACT for d in ("invert", "sample")}
+    assert all(0 < k <= 11 for k in fits.values()), fits
+    for peaks, latent_bytes in cost["memory"].values():
+        assert all(peak > 0 and blocks.startswith("1x ") for peak, _, blocks in peaks.values()) and latent_bytes > 0
     _assert_written(out, "cost")
 
 
-def test_scaling_and_summary(bench_results):
+def test_scaling_round_trips_and_rounding(bench_results):
+    from bench import methods, scaling
+    from edict_core.spec import SPECS
+
     out, results, summary = bench_results
-    assert len(results["scaling"]["lines"]) == 4
+    s = results["scaling"]
+    assert len(s["lines"]) == len(methods.EXACT) + 2  # one steps fit per method, KSampler's and one batch fit
+    print({(r["method"], r["steps"]): (r["error32"], f"{r['error64']:.2g}") for r in s["steps"]})
+    # The float32 result of every round trip at cfg 7: measured 0; bound one float32 ulp.
+    assert all(r["error32"] <= FLOAT32_ULP for r in s["steps"]), s["steps"]
+    # The float64 result (the Sample record's branch): rounding only. Measured at 8 steps EDICT
+    # 8.4e-15 (two unmixes dividing by p per step, and two calls), BDIA 4.9e-16, O-BELM 4.2e-16;
+    # bounds about 4x those, and the part's threshold for a method with no figure here.
+    bound64 = {"EDICT": 3e-14, "BDIA": 2e-15, "O-BELM": 2e-15}
+    for r in s["steps"]:
+        assert 0 < r["error64"] <= bound64.get(r["method"], scaling.ROUNDING_THRESHOLD), r
+    assert all(steps is None for steps in s["onset"].values()), s["onset"]
+    # EDICT's float64 rounding grows fastest (1/p^2 per step): measured 17x BDIA's and 20x
+    # O-BELM's at 8 steps; bound 5x.
+    at_last = {r["method"]: r["error64"] for r in s["steps"] if r["steps"] == s["last_steps"]}
+    assert all(at_last["EDICT"] >= 5 * e for m, e in at_last.items() if m != "EDICT"), at_last
+    # Batch: the round trip is exact at every batch, and KSampler ran the calls the round trip
+    # counted (measured 3: BDIA's 2 prepared steps, 2 inverting + 1 sampling).
+    batch_steps = run_sizes()["scaling"]["batch_steps"]
+    spec = SPECS[methods.SPEC[scaling.BATCH_METHOD].name]
+    trip_calls = spec.calls(batch_steps - 1, started=True) + spec.calls(batch_steps - 1, started=False)
+    for r in s["batch"]:
+        assert r["calls"] == trip_calls, r
+        assert r["run"] == "KSampler" or r["error32"] <= FLOAT32_ULP, r
     _assert_written(out, "scaling")
-    assert "DDIM/EDICT" in summary and "DDIM/O-BELM" in summary and "KSampler" in summary and "latent-sized buffers" in summary
+    for method in methods.EXACT:
+        assert f"DDIM/{method}" in summary and f"{method}'s float64 round trip" in summary
+    assert "KSampler" in summary and "latent-sized buffers" in summary
 
 
 def test_convergence_orders_and_exact_round_trips(bench_results):
+    from bench import convergence as cv
+
     out, results, summary = bench_results
-    convergence = results["convergence"]
-    assert all(check < 1e-6 for check in convergence["reference_check"].values())
-    orders = {(r["method"], r["cfg"]): r["order_tail"] for r in convergence["generation"]}
-    for cfg in (1.0, 7.0):  # measured at the quick sizes: O-BELM 1.99 / 1.98, DDIM 0.97 / 0.98
-        assert 1.8 <= orders[("O-BELM", cfg)] <= 2.2 and 0.85 <= orders[("DDIM", cfg)] <= 1.15, cfg
-    exact_to = {(r["method"], r["cfg"]): r["exact_to"] for r in convergence["round_trip"]}
+    c = results["convergence"]
+    # RK4 at 200 against 400 steps: measured 3.4e-9 (cfg 1) and 7.8e-9 (cfg 7); bound 3e-8,
+    # below every method's error by over 1000x (the smallest, BDIA 0.94 at 40 calls, 5e-5).
+    print("reference", c["reference_check"])
+    assert all(check <= 3e-8 for check in c["reference_check"].values())
+    gen = {(r["method"], r["cfg"]): r for r in c["generation"]}
+    print({k: (round(r["order_tail"], 2), [f"{e:.2g}" for _, e in r["points"]]) for k, r in gen.items()})
+    # Orders (tail, >= 20 calls): measured O-BELM 1.99 / 1.98 (cfg 1 / 7), DDIM 0.97 / 0.98, BDIA
+    # 1.0 (second order at gamma 1) 2.00 at cfg 1 (3.5 at cfg 7, not yet asymptotic); bounds +-0.2.
+    for cfg in cv.CFGS:
+        assert 1.8 <= gen[("O-BELM", cfg)]["order_tail"] <= 2.2, cfg
+        assert 0.8 <= gen[("DDIM", cfg)]["order_tail"] <= 1.2, cfg
+    assert 1.8 <= gen[("BDIA 1.0", 1.0)]["order_tail"] <= 2.2
+    # At the most calls (40), O-BELM's error is 13x (cfg 1) and 14x (cfg 7) below DDIM's at the
+    # same calls; bound 8x.
+    for cfg in cv.CFGS:
+        (calls, obelm), (ddim_calls, ddim) = gen[("O-BELM", cfg)]["points"][-1], gen[("DDIM", cfg)]["points"][-1]
+        assert calls == ddim_calls and obelm * 8 <= ddim, (cfg, obelm, ddim)
+    # Every call count is the spec's for the steps run (EDICT: 2 a step, so 10, 20, 40 calls
+    # are 5, 10, 20 steps; the others 1).
+    for (name, cfg), r in gen.items():
+        if cv.METHODS[name] is not None:
+            spec = cv.METHODS[name][0]
+            assert [c for c, _ in r["points"]] == [spec.calls(max(n // spec.calls_per_step, 2), started=True)
+                                                   for n in run_sizes()["convergence"]["calls"]], name
+    # Round trips (float32 in, float64 pair): measured 0 for every exact method at 10 and 20
+    # steps (bound one float32 ulp); DDIM 0.13 / 0.071 (cfg 1) and 0.17 / 0.091 (cfg 7), bound 0.05.
     largest = max(run_sizes()["convergence"]["trip_steps"])
-    assert all(steps == (0 if method == "DDIM" else largest) for (method, _), steps in exact_to.items()), exact_to
+    for r in c["round_trip"]:
+        print(r["method"], r["cfg"], r["errors"])
+        if r["method"] == "DDIM":
+            assert r["exact_to"] == 0 and min(r["errors"]) >= 0.05, r
+        else:
+            assert r["exact_to"] == largest and max(r["errors"]) <= FLOAT32_ULP, r
     assert "O-BELM" in summary
     _assert_written(out, "convergence")
 
