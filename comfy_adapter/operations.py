@@ -119,10 +119,11 @@ def _samples(node, latent):
 def blend_outside_mask(source, mask, result):
     """Masked editing: where mask is 0 the result is `source` bit for bit, where it is 1 the
     result as generated, and a soft mask blends the two. source, result: [B, C, ...];
-    mask: broadcastable to them. Computed in float64, returned in result's dtype."""
-    source = source.to(torch.float64)
+    mask: broadcastable to them. Computed in result's dtype (the state dtype: float64, or
+    float32 on a device without it) on result's device."""
+    source = source.to(result)
     # source + mask * (r - source) is source exactly wherever mask is 0.
-    return (source + mask.to(source) * (result.to(torch.float64) - source)).to(result.dtype)
+    return source + mask.to(result) * (result - source)
 
 
 def _keep_outside_mask(latent, source, results):

@@ -137,11 +137,15 @@ def model_session(node, model_wrap, extra_args, callback, total_steps, device, d
     """A ModelSession inside a Sampler's `sample`, with ComfyUI's progress bar (tqdm in the
     terminal, the node's bar and live preview in the UI through `callback`)."""
     bar = tqdm(total=total_steps, disable=disable_pbar)
+    done = [0]
 
     def progress(info):
+        # Counted here, not from info["i"]: a run from a two-level pair starts at its step 1,
+        # and the bar must end at its total, the steps that run.
+        done[0] += 1
         bar.update(1)
         if callback is not None:
-            callback(info["i"], info["denoised"].to(torch.float32), info["x"].to(torch.float32), total_steps)
+            callback(done[0] - 1, info["denoised"].to(torch.float32), info["x"].to(torch.float32), total_steps)
 
     try:
         yield ModelSession(node, model_wrap, extra_args, progress, total_steps, device)

@@ -5,8 +5,8 @@ Flux Fill, Qwen-Image, AuraFlow, Wan 2.1, the SD1.5 inpainting UNet) with seeded
 weights, its real conditioning inputs, latent format and model_sampling. For each, every
 method of the spec at the family's cfg, 5 steps at denoise 0.8 (odd, on a partial schedule):
 
-- the round trip (Invert, then Sample with the same prompt) returns `samples` to 1e-6
-  relative and the float64 result to 1e-10;
+- the round trip (Invert, then Sample with the same prompt) returns `samples` bit for bit
+  and the float64 result to 1e-10;
 - an edit prompt moves the result far above rounding;
 - the model makes exactly the calls the spec states (MethodSpec.calls): 2 per step for EDICT,
   1 for BDIA and O-BELM, whose Sample from an inverted pair makes N - 1 (the pair already
@@ -33,8 +33,13 @@ SCHEDULER, DENOISE, REAL_STEPS = "normal", 0.8, 5
 # ends at model_sampling.sigma_min, the floor the exact methods stop at, so its last step
 # (sigma_min -> 0) is not run; the flow schedules end above their floor.
 WIDGET_STEPS = {"sdxl": REAL_STEPS + 1, "sd15_inpaint": REAL_STEPS + 1}
-SAMPLES_BOUND, FLOAT64_BOUND = 1e-6, 1e-10
-EDIT_MIN = 1e-3  # an edit moves the result far above float32 rounding (1e-7)
+FLOAT64_BOUND = 1e-10
+# An edit moves the result far above rounding: about half the smallest change measured here
+# over the methods (EDICT, BDIA, O-BELM on 0.3.75: sdxl 1.71, sd3 9.13, flux 0.50, flux_fill
+# 0.53, qwen_image 0.0086, auraflow 0.0089, wan21 2.61, sd15_inpaint 21.8, inside the mask 23.8).
+EDIT_MIN = {"sdxl": 0.8, "sd3": 4.0, "flux": 0.25, "flux_fill": 0.25, "qwen_image": 0.004, "auraflow": 0.004,
+            "wan21": 1.2, "sd15_inpaint": 10.0}
+INPAINT_EDIT_MIN = 10.0
 FAMILIES = list(tiny_models.BUILDERS)
 EXPECTED = {  # name: (model_base class, model_sampling kind, latent format, latent dims)
     "sdxl": ("SDXL", "EPS", "SDXL", 4),
@@ -74,7 +79,8 @@ def figures():
 
     merged = {"comfyui": comfyui_version.__version__, "steps": REAL_STEPS, "denoise": DENOISE,
               "scheduler": SCHEDULER,
-              "bounds": {"samples": SAMPLES_BOUND, "float64": FLOAT64_BOUND, "edit_min": EDIT_MIN}}
+              "bounds": {"samples": 0.0, "float64": FLOAT64_BOUND, "edit_min": EDIT_MIN,
+                         "inpainting_edit_min": INPAINT_EDIT_MIN}}
     for section in ("families", "inpainting"):
         merged[section] = dict(old.get(section, {}) if old.get("comfyui") == merged["comfyui"] else {})
         for key, value in data.get(section, {}).items():
@@ -187,8 +193,8 @@ def test_round_trip_edit_and_calls(comfy, families, figures, name, method):
           f"float64 {float64_error:.2e}  edit {edit_change:.3g}  calls {invert_calls}/{sample_calls}/{edit_calls}")
 
     assert steps == REAL_STEPS
-    assert samples_error <= SAMPLES_BOUND and float64_error <= FLOAT64_BOUND
-    assert edit_change > EDIT_MIN
+    assert samples_error == 0.0 and float64_error <= FLOAT64_BOUND  # measured: samples 0 everywhere
+    assert edit_change > EDIT_MIN[name]
     check_calls(method, steps, invert_calls, sample_calls, edit_calls)
 
 
@@ -253,8 +259,8 @@ def test_inpainting_round_trip_and_masked_edit(comfy, families, figures, how, me
           f"calls {invert_calls}/{sample_calls}/{edit_calls}")
 
     assert steps == REAL_STEPS
-    assert samples_error <= SAMPLES_BOUND and float64_error <= FLOAT64_BOUND
+    assert samples_error == 0.0 and float64_error <= FLOAT64_BOUND
     assert outside_identical
     assert torch.equal(back["samples"][outside], original[outside])
-    assert inside_change > EDIT_MIN
+    assert inside_change > INPAINT_EDIT_MIN
     check_calls(method, steps, invert_calls, sample_calls, edit_calls)
