@@ -203,9 +203,9 @@ class Start:
 
 
 def _invert_start(node, notices, guider, latent, sigmas, method, schedule, identity):
-    """An Invert node's start: a clean latent as the pair (x, x), or a clean pair of this
-    method that a Sample node made (its own schedule and source are followed: the noisy pair
-    it came from is recovered exactly). None: denoise 0, nothing to do."""
+    """An Invert node's start: a clean latent (which the spec's start_clean makes a pair), or
+    a clean pair of this method that a Sample node made (its own schedule and source are
+    followed: the noisy pair it came from is recovered exactly). None: denoise 0, nothing to do."""
     samples = _samples(node, latent)
     record = read_record(latent)
     if record is not None and record["state"] == "noisy":

@@ -100,6 +100,10 @@ NOTICE_ON = """([type, text]) => app.graph.nodes.some(n => n.type === type && (n
 def test_a_warning_shows_on_the_node_that_raised_it(server, page):
     """O-BELM's drift warning (normal at denoise 0.45) appears on O-BELM Invert in the UI, as
     the text preview the frontend draws for a node's progress text; the run still succeeds."""
+    # An earlier test may have left its error dialog open: close it, as a user would.
+    while page.locator(".p-dialog-mask").count():
+        page.keyboard.press("Escape")
+        page.locator(".p-dialog-mask").first.wait_for(state="detached", timeout=10_000)
     drop_with_tiny_checkpoint(page, "obelm_edit")
     # denoise 0.45: not a prompt an earlier test ran, whose nodes ComfyUI's cache would not rerun
     page.evaluate(SET_WIDGETS, {"steps": 4, "width": 64, "height": 64, "scheduler": "normal", "denoise": 0.45})
