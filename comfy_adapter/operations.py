@@ -202,6 +202,15 @@ class Start:
         return self.method.spec.reports(self.steps, started=self.pair is None)
 
 
+def _start_from_record(node, notices, record, samples, method, schedule, identity):
+    """The start of a run on a record's pair of this method, after checking that the pair
+    still belongs to `samples` and this model: its own schedule, source and settings."""
+    check_pair(node, record, samples, identity)
+    _check_same_model(notices, record, identity)
+    followed, fields = _follow_record(notices, record, method, schedule)
+    return Start(record["sigmas"], record["source"], followed, fields, pair=(record["branch"], record["partner"]))
+
+
 def _invert_start(node, notices, guider, latent, sigmas, method, schedule, identity):
     """An Invert node's start: a clean latent (which the spec's start_clean makes a pair), or
     a clean pair of this method that a Sample node made (its own schedule and source are
@@ -213,11 +222,7 @@ def _invert_start(node, notices, guider, latent, sigmas, method, schedule, ident
                              f"it is already inverted (by {METHOD_TITLES[record['method']]} Invert).",
                              "Connect the clean latent (VAE Encode's output), not an inverted one.")
     if record is not None and record["method"] == method.name:
-        check_pair(node, record, samples, identity)
-        _check_same_model(notices, record, identity)
-        followed, fields = _follow_record(notices, record, method, schedule)
-        return Start(record["sigmas"], record["source"], followed, fields,
-                     pair=(record["branch"], record["partner"]))
+        return _start_from_record(node, notices, record, samples, method, schedule, identity)
     prepared = prepare(node, guider.model_patcher, sigmas, _schedule_input(schedule))
     if prepared is None:
         return None
@@ -234,11 +239,7 @@ def _sample_start(node, notices, guider, latent, method, sigmas, noise, schedule
             other = METHOD_TITLES[record["method"]]
             raise NodeInputError(node, "latent_image", f"it was inverted with {other} Invert.",
                                  f"Connect it to {other} Sample, or invert with {method.title} Invert.")
-        check_pair(node, record, samples, identity)
-        _check_same_model(notices, record, identity)
-        followed, fields = _follow_record(notices, record, method, schedule)
-        return Start(record["sigmas"], record["source"], followed, fields,
-                     pair=(record["branch"], record["partner"]))
+        return _start_from_record(node, notices, record, samples, method, schedule, identity)
     if sigmas is None or noise is None:
         raise NodeInputError(node, "latent_image", "it is a plain latent, and a plain latent is "
                              "sampled from noise, which needs sigmas and noise.",
@@ -282,6 +283,13 @@ def _run(node, guider, latent, start, direction, seed=0):
                           denoise_mask=latent.get("noise_mask"))
 
 
+def _wrapped(latent, start, state, branch, partner, identity, cfg):
+    """The run's pair as a LATENT with its record: how it was made, for the next run on it."""
+    extra = {} if cfg is None else {"cfg": float(cfg)}
+    return with_record(latent, branch, partner, method=start.method.name, state=state, source=start.source,
+                       sigmas=start.prepared, **identity, **start.method.params, **start.fields, **extra)
+
+
 def invert(node, guider, latent, sigmas, method, schedule=None, cfg=None):
     """Invert a clean latent (or a Sample node's clean pair) with `method` along `sigmas`.
 
@@ -300,9 +308,7 @@ def invert(node, guider, latent, sigmas, method, schedule=None, cfg=None):
     notices.warn(start.method.past_exact_range(start.steps))
     notices.warn(start.method.edit_drift(start.prepared))
     branch, partner = _run(node, guider, latent, start, "invert")
-    extra = {} if cfg is None else {"cfg": float(cfg)}
-    return with_record(latent, branch, partner, method=start.method.name, state="noisy", source=start.source,
-                       sigmas=start.prepared, **identity, **start.method.params, **start.fields, **extra)
+    return _wrapped(latent, start, "noisy", branch, partner, identity, cfg)
 
 
 def sample(node, guider, latent, method, sigmas=None, noise=None, schedule=None, cfg=None):
@@ -323,22 +329,21 @@ def sample(node, guider, latent, method, sigmas=None, noise=None, schedule=None,
     start.method.check_steps(node, start.steps, _schedule_input(schedule))
     result = _run(node, guider, latent, start, "sample", seed=getattr(noise, "seed", 0) or 0)
     branch, partner = _keep_outside_mask(latent, start.source, result)
-    extra = {} if cfg is None else {"cfg": float(cfg)}
-    return with_record(latent, branch, partner, method=start.method.name, state="clean", source=start.source,
-                       sigmas=start.prepared, **identity, **start.method.params, **start.fields, **extra)
+    return _wrapped(latent, start, "clean", branch, partner, identity, cfg)
 
 
-def _follows_record(latent, method):
+def _follows_record(latent, method, state):
+    """Whether a run on `latent` follows its record (a pair of this method in `state`), so
+    the simple nodes' schedule widgets are not used and not checked."""
     record = read_record(latent)
-    return record is not None and record["state"] == "noisy" and record["method"] == method.name
+    return record is not None and record["state"] == state and record["method"] == method.name
 
 
 def invert_simple(node, model, positive, negative, latent, cfg, schedule, method):
     """invert() for the simple nodes' widgets. A Sample node's clean pair is inverted along
     its own schedule, so the schedule widgets are not checked for it."""
     method = method.validated(node)
-    record = read_record(latent)
-    following = record is not None and record["state"] == "clean" and record["method"] == method.name
+    following = _follows_record(latent, method, "clean")
     if not following:
         schedule = schedule.validated(node, method)
     return invert(node, simple_guider(model, positive, negative, cfg), latent,
@@ -349,7 +354,7 @@ def sample_simple(node, model, positive, negative, latent, cfg, seed, schedule, 
     """sample() for the simple nodes' widgets; the seed makes KSampler's noise. An inverted
     latent follows its own schedule, so the schedule widgets are not checked for it."""
     method = method.validated(node)
-    following = _follows_record(latent, method)
+    following = _follows_record(latent, method, "noisy")
     if not following:
         schedule = schedule.validated(node, method)
     return sample(node, simple_guider(model, positive, negative, cfg), latent, method,

@@ -25,6 +25,16 @@ def levels(sigmas):
     return [float(s) for s in sigmas]
 
 
+def check_pair_steps(sigmas, minimum, title):
+    """The step count N = len(sigmas) - 1 of a two-level method's run, refused below `minimum`:
+    with one step the pair is (DDIM-inverted x, x) and sampling hands x back without a model
+    call, so an "edit" would ignore its prompt."""
+    n = len(sigmas) - 1
+    if n < minimum:
+        raise ValueError(f"{title} needs at least {minimum} steps, got {n}.")
+    return n
+
+
 def twin(model, x, sigmas, input_scale, callback=None, **settings):
     """A one-level method's start from one latent x ([B, C, ...], clean at sigmas[-1] or noisy
     at sigmas[0]): the pair (x, x), no model call (EDICT's two branches begin equal)."""

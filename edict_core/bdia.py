@@ -6,7 +6,7 @@ X_{k-1} the same relation runs backward, one model call per step. See algorithms
 section 4.
 """
 
-from ._common import ddim_inverse_start, ddim_start, direction, levels, report
+from ._common import check_pair_steps, ddim_inverse_start, ddim_start, direction, levels, report
 
 MIN_STEPS = 2
 
@@ -58,12 +58,7 @@ def sample_bdia(model, x, sigmas, input_scale, gamma, callback=None):
 
 
 def _check_steps(sigmas):
-    n = len(sigmas) - 1
-    if n < MIN_STEPS:
-        # With one step the pair is (DDIM-inverted x, x) and sampling hands x back without a
-        # model call: an "edit" would ignore its prompt.
-        raise ValueError(f"BDIA needs at least {MIN_STEPS} steps, got {n}.")
-    return n
+    return check_pair_steps(sigmas, MIN_STEPS, "BDIA")
 
 
 def invert_bdia(model, x, sigmas, input_scale, gamma, callback=None):

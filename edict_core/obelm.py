@@ -18,7 +18,7 @@ second-order (leapfrog for equal steps) member of the BELM family; for any step 
 two X coefficients sum to 1 and a straight trajectory X = x0 + sigma * d is followed exactly.
 """
 
-from ._common import ddim_inverse_start, ddim_start, direction, levels, report
+from ._common import check_pair_steps, ddim_inverse_start, ddim_start, direction, levels, report
 
 MIN_STEPS = 2
 
@@ -86,12 +86,7 @@ def sample_obelm(model, x, sigmas, input_scale=None, callback=None):
 
 
 def _check_steps(sigmas):
-    n = len(sigmas) - 1
-    if n < MIN_STEPS:
-        # With one step the pair is (DDIM-inverted x, x) and sampling hands x back without a
-        # model call: an "edit" would ignore its prompt.
-        raise ValueError(f"O-BELM needs at least {MIN_STEPS} steps, got {n}.")
-    return n
+    return check_pair_steps(sigmas, MIN_STEPS, "O-BELM")
 
 
 def invert_obelm(model, x, sigmas, input_scale=None, callback=None):
