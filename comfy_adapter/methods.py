@@ -1,6 +1,6 @@
 """The exact methods as the nodes see them: a name, its settings, and its edict_core spec.
 
-A `Method` is what the EXACT_METHOD socket carries between the advanced nodes (made by
+A `Method` is what the EXACT_METHOD input carries between the advanced nodes (made by
 the method nodes, as KSamplerSelect makes a SAMPLER), what the simple nodes build from
 their widgets, and what an inverted latent's record remembers. Every per-method fact lives
 in edict_core.spec.SPECS; this module only turns its checks and warnings into messages
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from ..edict_core.spec import SPECS
 from .errors import NodeInputError, checked
 
-METHOD_TYPE = "EXACT_METHOD"  # the socket type of the advanced nodes
+METHOD_TYPE = "EXACT_METHOD"  # the link type of the advanced nodes
 METHOD_TITLES = {name: spec.title for name, spec in SPECS.items()}
 
 

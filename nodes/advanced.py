@@ -7,7 +7,7 @@ from ..comfy_adapter import operations
 from ..comfy_adapter.methods import METHOD_TYPE, Method
 from ..comfy_adapter.sampler import ExactSampler
 from ..edict_core.spec import SPECS
-from .exact_inversion import CATEGORY, setting_inputs
+from .exact_inversion import CATEGORY, SEARCH_ALIASES, setting_inputs
 
 METHOD_INPUT = (METHOD_TYPE, {"tooltip": "The exact method and its settings: "
                               + ", ".join(f"{spec.title} Method" for spec in SPECS.values()) + "."})
@@ -23,7 +23,8 @@ def make_method_node(spec):
 
     return type(spec.node_id("Method"), (), {
         "DESCRIPTION": f"{spec.about} For the advanced exact-inversion nodes. {spec.advice}".strip(),
-        "CATEGORY": CATEGORY + "/advanced", "RETURN_TYPES": (METHOD_TYPE,), "FUNCTION": "make",
+        "CATEGORY": CATEGORY + "/advanced", "SEARCH_ALIASES": SEARCH_ALIASES,
+        "RETURN_TYPES": (METHOD_TYPE,), "FUNCTION": "make",
         "OUTPUT_TOOLTIPS": (f"{spec.title} with these settings." if spec.settings else
                             f"{spec.title} (it has no setting).",),
         "INPUT_TYPES": classmethod(lambda cls: {"required": setting_inputs(spec)}),
@@ -35,6 +36,7 @@ class ExactInvertAdvanced:
     DESCRIPTION = ("Invert a latent exactly along any SIGMAS with any GUIDER. The inverted latent "
                    "remembers the sigmas it used; Exact Sample (Advanced) follows them.")
     CATEGORY = CATEGORY + "/advanced"
+    SEARCH_ALIASES = SEARCH_ALIASES
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("The inverted latent, carrying its pair, sigmas and method settings.",)
     FUNCTION = "invert"
@@ -59,6 +61,7 @@ class ExactSampleAdvanced:
                    "guider) or edit it (another guider), along its own sigmas. From a plain latent: "
                    "sample from NOISE along SIGMAS, like SamplerCustomAdvanced.")
     CATEGORY = CATEGORY + "/advanced"
+    SEARCH_ALIASES = SEARCH_ALIASES
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("The result as a LATENT; for EDICT it carries the pair (Latent Pair Mix, or "
                        "invert it back exactly).",)
@@ -85,6 +88,7 @@ class ExactSamplerSelect:
     DESCRIPTION = ("An exact method's generation as a SAMPLER for SamplerCustom / SamplerCustomAdvanced "
                    "(text-to-image or img2img). BDIA with gamma 0.5 suits 10-step text-to-image.")
     CATEGORY = CATEGORY + "/advanced"
+    SEARCH_ALIASES = SEARCH_ALIASES
     RETURN_TYPES = ("SAMPLER",)
     OUTPUT_TOOLTIPS = ("A SAMPLER that runs the method from noise down to the model's sigma_min.",)
     FUNCTION = "get_sampler"

@@ -10,6 +10,9 @@ from ..comfy_adapter.operations import Schedule
 from ..edict_core.spec import SPECS
 
 CATEGORY = "sampling/exact inversion"
+# What users type into node search (ComfyUI 0.33 reads SEARCH_ALIASES; 0.3.75 ignores it):
+# every node of the pack carries it.
+SEARCH_ALIASES = ["inversion", "unsampler", "invert noise", "edict", "bdia", "belm", "reconstruct", "exact"]
 STEPS_DEFAULT, CFG_DEFAULT = 50, 3.0
 
 INVERT_LATENT = ("The clean latent to invert (VAE Encode's output). A noise mask on it passes "
@@ -82,7 +85,7 @@ def make_invert_node(spec):
     return type(spec.node_id("Invert"), (), {
         "DESCRIPTION": (f"Invert a latent with {spec.title}: find the noisy pair from which {spec.title} "
                         f"Sample regenerates it exactly, at any cfg. {spec.about} {spec.advice}").strip(),
-        "CATEGORY": CATEGORY, "RETURN_TYPES": ("LATENT",), "FUNCTION": "invert",
+        "CATEGORY": CATEGORY, "SEARCH_ALIASES": SEARCH_ALIASES, "RETURN_TYPES": ("LATENT",), "FUNCTION": "invert",
         "OUTPUT_TOOLTIPS": (f"The inverted latent: a LATENT whose samples are {spec.pair} and the "
                             f"settings, for {spec.title} Sample.",),
         "INPUT_TYPES": classmethod(lambda cls: {"required": _common_inputs(spec, INVERT_LATENT, False)}),
@@ -100,7 +103,7 @@ def make_sample_node(spec):
         "DESCRIPTION": (f"Generate with {spec.title}. From a {spec.title}-inverted latent, regenerate it "
                         "exactly (same prompt) or edit it (new prompt); from a plain latent, sample like "
                         f"KSampler. {spec.advice}").strip(),
-        "CATEGORY": CATEGORY, "RETURN_TYPES": ("LATENT",), "FUNCTION": "sample",
+        "CATEGORY": CATEGORY, "SEARCH_ALIASES": SEARCH_ALIASES, "RETURN_TYPES": ("LATENT",), "FUNCTION": "sample",
         "OUTPUT_TOOLTIPS": (f"The result as a LATENT, carrying its clean pair: {spec.title} Invert takes it "
                             "back to the noise it came from exactly"
                             + (", and Latent Pair Mix mixes EDICT's two branches." if spec.name == "edict" else
@@ -113,6 +116,7 @@ def make_sample_node(spec):
 class LatentPairMix:
     DESCRIPTION = "Mix the two branches of an EDICT pair: weight * x + (1 - weight) * y."
     CATEGORY = CATEGORY
+    SEARCH_ALIASES = SEARCH_ALIASES
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("A plain LATENT.",)
     FUNCTION = "mix"

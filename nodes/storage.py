@@ -8,7 +8,7 @@ import folder_paths
 
 from ..comfy_adapter import storage
 from ..comfy_adapter.errors import NodeInputError
-from .exact_inversion import CATEGORY
+from .exact_inversion import CATEGORY, SEARCH_ALIASES
 
 LOAD_NODE = "Load Inverted Latent"
 LOAD_INPUT = "inverted_latent"
@@ -77,6 +77,7 @@ class SaveInvertedLatent:
                    f"(a {storage.EXTENSION} file in the output folder, which Load Inverted Latent lists). "
                    "Save Latent keeps only the noisy samples, which cannot regenerate the image.")
     CATEGORY = CATEGORY
+    SEARCH_ALIASES = SEARCH_ALIASES
     RETURN_TYPES = ()
     OUTPUT_NODE = True
     FUNCTION = "save"
@@ -106,6 +107,7 @@ class LoadInvertedLatent:
                    "Connect it to the Sample node of its method, with the model that inverted it. A file "
                    "that was edited or damaged is refused.")
     CATEGORY = CATEGORY
+    SEARCH_ALIASES = SEARCH_ALIASES
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("The inverted latent as it was saved, bit for bit.",)
     FUNCTION = "load"

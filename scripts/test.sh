@@ -16,11 +16,15 @@ cd "$repo"
 # workflow-export, soak and bench ones (core math, nodes, round trips, families, errors,
 # masks, batches, precision, advanced, storage, batch edit; found by exclusion, so new files
 # join by themselves), plus one workflow through a real main.py server, and a warning seen on
-# its node over the websocket and in 0.33's own frontend. The whole suite runs on 0.3.75.
+# its node over the websocket and in 0.33's own frontend, and 0.33's help panel, alias search and
+# template thumbnails. The whole suite runs on 0.3.75.
 SUBSET_SKIPS="test_server.py test_server_soak.py test_browser.py test_workflows.py test_bench_smoke.py"
 SUBSET_SERVER_TESTS="tests/test_server.py::test_edit_workflow_runs_and_saves_an_image
 tests/test_server.py::test_a_warning_reaches_the_ui_as_the_nodes_text
-tests/test_browser.py::test_a_warning_shows_on_the_node_that_raised_it"
+tests/test_browser.py::test_a_warning_shows_on_the_node_that_raised_it
+tests/test_browser.py::test_help_panel_shows_the_nodes_page
+tests/test_browser.py::test_node_search_finds_edict_invert_by_an_alias
+tests/test_browser.py::test_template_browser_shows_the_thumbnails"
 
 subset_tests() {
   local file
