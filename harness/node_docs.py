@@ -19,7 +19,7 @@ renders; `python -m harness.node_docs` (in ComfyUI's venv) rewrites them.
 
 import json
 import os
-import re
+import tomllib
 
 from .comfy import REPO
 
@@ -273,12 +273,9 @@ def pages_on_disk():
 
 def registry_id():
     """(name, version) of pyproject's [project]: the registry's node id and this version."""
-    with open(PYPROJECT, encoding="utf-8") as f:
-        text = f.read()
-    project = text.split("[project]", 1)[1].split("\n[", 1)[0]
-    name = re.search(r'^name\s*=\s*"([^"]+)"', project, re.M).group(1)
-    version = re.search(r'^version\s*=\s*"([^"]+)"', project, re.M).group(1)
-    return name, version
+    with open(PYPROJECT, "rb") as f:
+        project = tomllib.load(f)["project"]
+    return project["name"], project["version"]
 
 
 def _graph_nodes(workflow):
