@@ -45,6 +45,8 @@ def add_method_options(parser):
         flag = "--" + name.replace("_", "-")
         if owners[0][1].kind == "BOOLEAN":
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif owners[0][1].kind == "COMBO":
+            parser.add_argument(flag, dest=name, choices=owners[0][1].options, default=None, help=help_text)
         else:
             parser.add_argument(flag, dest=name, type=float, default=None, help=help_text)
 
@@ -59,7 +61,8 @@ def parse_args(argv=None):
                         help=f"a ComfyUI server; repeat for several (default {DEFAULT_SERVER})")
     parser.add_argument("--out", required=True, metavar="DIR", help="where the edits and the report go")
     parser.add_argument("--method", choices=list(SPECS), default=DEFAULT_METHOD, help=f"default {DEFAULT_METHOD}")
-    parser.add_argument("--steps", type=int, default=50, help="steps of Invert and Sample (default 50)")
+    parser.add_argument("--steps", type=int, help="steps of Invert and Sample (default: the method's, "
+                        + ", ".join(f"{s.title} {s.steps}" for s in SPECS.values()) + ")")
     parser.add_argument("--cfg", type=float, default=3.0, help="default 3")
     parser.add_argument("--denoise", type=float, default=None,
                         help=f"default the method's ({', '.join(f'{s.title} {s.denoise}' for s in SPECS.values())})")
@@ -97,12 +100,13 @@ def settings_of(args, parser):
             extra[name] = spec.checks[name](value)
         except ValueError as error:
             parser.error(f"--{name.replace('_', '-')}: {error}")
-    if args.steps < spec.min_steps:
+    steps = spec.steps if args.steps is None else args.steps
+    if steps < spec.min_steps:
         parser.error(f"--steps: {spec.title} needs at least {spec.min_steps} steps")
     denoise = spec.denoise if args.denoise is None else args.denoise
     if not 0 < denoise <= 1:
         parser.error("--denoise must be above 0 and at most 1")
-    return {"method": spec.name, "steps": args.steps, "cfg": args.cfg, "denoise": denoise,
+    return {"method": spec.name, "steps": steps, "cfg": args.cfg, "denoise": denoise,
             "scheduler": args.scheduler or spec.scheduler, "ckpt": args.ckpt, "negative": args.negative, **extra}
 
 

@@ -14,7 +14,8 @@ Generation: from the same noise x_T = sigma_max * n, each method's float64 state
 floor against a reference solve of the probability-flow ODE dx/dsigma = (x - D) / sigma
 (classical RK4 in karras' ramp variable u, sigma = (a + u (b - a))^7; two resolutions, and
 their difference is reported). Error = relative L2 error over the batch, as a function of
-model calls (spec.calls: EDICT makes two per step, the others one). Order = minus the
+model calls (spec.calls: EDICT makes two per step, Rex two per stage of its tableau, the others
+one). Order = minus the
 least-squares slope of log error against log calls.
 
 Round trip: exact float32 class samples, inverted and regenerated with the same cfg and
@@ -41,7 +42,10 @@ CFGS = (1.0, 7.0)
 # order (second at 1.0, first below it) and its exact range (inversion grows rounding by 1/gamma
 # per step), so three values are measured: 1.0, the editing default 0.94 and 0.5 (the authors'
 # 10-step text-to-image value). Every other method runs at its defaults.
-VARIANTS = {"bdia": ({"gamma": 1.0}, {"gamma": 0.94}, {"gamma": 0.5})}
+# Rex's tableau decides its order and its calls a step (2 per stage), so each is measured, at
+# the default coupling zeta.
+VARIANTS = {"bdia": ({"gamma": 1.0}, {"gamma": 0.94}, {"gamma": 0.5}),
+            "rex": ({"tableau": "euler"}, {"tableau": "midpoint"}, {"tableau": "rk4"})}
 PALETTE = ("tab:blue", "tab:olive", "tab:green", "tab:cyan", "tab:red", "tab:purple", "tab:orange", "tab:brown",
            "tab:pink")
 
@@ -62,12 +66,12 @@ COLORS = dict({"DDIM": "tab:gray"}, **{name: PALETTE[i % len(PALETTE)] for i, na
 
 
 def calls_per_step(name):
-    return 1 if METHODS[name] is None else METHODS[name][0].calls_per_step
+    return 1 if METHODS[name] is None else METHODS[name][0].step_calls(METHODS[name][1])
 
 
 def model_calls(name, steps):
     """Model calls of a generation of `steps` steps from one noisy latent."""
-    return steps if METHODS[name] is None else METHODS[name][0].calls(steps, started=True)
+    return steps if METHODS[name] is None else METHODS[name][0].calls(steps, started=True, settings=METHODS[name][1])
 
 
 def generate(name, model, x, sigmas, scale):
@@ -248,6 +252,14 @@ def _headlines(gen_rows, trip_rows):
         lines.append(f"cfg {cfg:g}: BDIA 0.94 at 50 calls {target:.3g}; O-BELM at 25 calls "
                      f"{error_at(obelm, 25):.3g}, at 50 calls {error_at(obelm, 50):.3g}; O-BELM reaches "
                      f"BDIA 0.94's 50-call error at {interpolate_calls(obelm, target):.0f} calls")
+    for cfg in CFGS:
+        target = error_at(by[("O-BELM", cfg)]["points"], 50)
+        if math.isnan(target) or ("Rex rk4", cfg) not in by:
+            continue
+        rex = by[("Rex rk4", cfg)]["points"]
+        lines.append(f"cfg {cfg:g}: O-BELM at 50 calls {target:.3g}; Rex rk4 at 25 calls {error_at(rex, 25):.3g}, "
+                     f"at 50 calls {error_at(rex, 50):.3g}; Rex rk4 reaches O-BELM's 50-call error at "
+                     f"{interpolate_calls(rex, target):.0f} calls")
     for cfg in CFGS:
         lines.append(f"cfg {cfg:g}, orders (all points / tail): " + ", ".join(
             f"{r['method']} {r['order']:.2f} / {r['order_tail']:.2f}" for r in gen_rows if r["cfg"] == cfg))

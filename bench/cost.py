@@ -58,8 +58,9 @@ def setup(comfy, size=64, batch=1, cfg=7.0):
 
 def widget_steps(method, calls):
     """The steps widget that gives a method about `calls` model calls: calls / (calls per
-    step), plus one, since normal's last step, sigma_min to 0, is not run by an exact method."""
-    return calls // methods.calls_per_step(method) + 1
+    step), at least one step (Rex's RK4 makes 8 calls a step, more than the quick size's 4),
+    plus one, since normal's last step, sigma_min to 0, is not run by an exact method."""
+    return max(calls // methods.calls_per_step(method), 1) + 1
 
 
 def make_ops(comfy, setup_, calls):

@@ -1,7 +1,7 @@
 """The methods the bench compares, each as invert(...) -> state and regenerate(state, ...) -> LATENT.
 
 The exact methods are edict_core.spec.SPECS, in its order, named by their titles ("EDICT",
-"BDIA", "O-BELM"): each runs through the pack's real nodes (spec.node_id("Invert"),
+"BDIA", "O-BELM", "Rex"): each runs through the pack's real nodes (spec.node_id("Invert"),
 spec.node_id("Sample")) at its spec's default settings, which are the nodes' defaults. A
 method added to SPECS joins every part of the bench with no bench file edited. The
 baselines: DDIM inversion is harness.ddim (the same session machinery as the nodes), as in
@@ -9,8 +9,8 @@ tests/test_comfy_roundtrip.py; SDEdit is ComfyUI's own KSampler (euler) at the s
 
 Every Sample node returns a LATENT whose `samples` is the float32 result and whose record
 ("exact_inversion") holds the clean float64 pair: record["branch"] is `samples` before its
-cast, record["partner"] the other state (EDICT's second branch; BDIA's and O-BELM's state
-one step before). The bench reads `samples`, or record["branch"] where float64 matters.
+cast, record["partner"] the other state (EDICT's second branch, Rex's x_hat; BDIA's and
+O-BELM's state one step before). The bench reads `samples`, or record["branch"] where float64 matters.
 """
 
 from dataclasses import dataclass
@@ -73,7 +73,7 @@ def node(method, role):
 
 def calls_per_step(method):
     """Model calls (one batched cond/uncond evaluation each) per step."""
-    return 1 if method == "DDIM" else SPEC[method].calls_per_step
+    return 1 if method == "DDIM" else SPEC[method].step_calls()
 
 
 def calls(method, steps, started):

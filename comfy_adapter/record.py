@@ -9,19 +9,20 @@ intended way out. Other keys (batch_index, noise_mask) pass through, as KSampler
 On a device with no float64 (MPS) the pair is float32.
 
 record = {
-    "method": a key of edict_core.spec.SPECS ("edict" | "bdia" | "obelm"),
+    "method": a key of edict_core.spec.SPECS ("edict" | "bdia" | "obelm" | "rex"),
     "state": "noisy" (made by an Invert node: the pair sits at the noisy end) |
              "clean" (made by a Sample node: the pair sits at the clean end),
     "branch":  float64 [B, C, ...] ([B, C, H, W] or video [B, C, T, H, W]), latent space:
                `samples` before its float32 cast,
-    "partner": float64, the same shape: EDICT's y; BDIA's and O-BELM's X_1 at sigmas[1]
-               (noisy) or X_{N-1} at sigmas[-2] (clean), see edict_core/spec.py,
+    "partner": float64, the same shape: EDICT's y; Rex's x_hat; BDIA's and O-BELM's X_1 at
+               sigmas[1] (noisy) or X_{N-1} at sigmas[-2] (clean), see edict_core/spec.py,
     "source": the same shape, latent space: the clean latent the pair was made from (Invert's
               input, or the plain latent a Sample node started from); both directions hand it
               to the guider (concat-conditioned models read it), and a noise_mask keeps it
               outside the mask,
     "sigmas": float64 [N + 1], the prepared schedule (descending) that was actually run,
-    "mix_weight", "leapfrog" (EDICT) | "gamma" (BDIA): the method's settings (its spec's),
+    "mix_weight", "leapfrog" (EDICT) | "gamma" (BDIA) | "tableau" (a string), "zeta" (Rex):
+              the method's settings (its spec's; a COMBO setting is the option's string),
     "steps", "scheduler", "denoise", "cfg": the simple nodes' widget values (absent when an
               advanced node took a SIGMAS input),
     "model_class": "BaseModel" | "SDXL" | "SD3" | "Flux" | "WAN21" | ...: ComfyUI's model class,

@@ -119,7 +119,8 @@ def _check_fields(fields):
 
 
 def _check_params(spec, params):
-    """The method's settings: exactly its own, each passing its edict_core check."""
+    """The method's settings: exactly its own, each passing its edict_core check (numbers,
+    booleans, and a COMBO's string, which must be one of its options)."""
     if not isinstance(params, dict):
         raise FileProblem(f"its record's 'params' is {type(params).__name__}, not a mapping.")
     if set(params) != set(spec.defaults):

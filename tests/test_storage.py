@@ -17,7 +17,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from harness.comfy import pack_module, patched_model, run_node
-from helpers import invert, sample
+from edict_core.spec import SPECS
+from helpers import METHODS, invert, sample
 
 LOAD = r"^Load Inverted Latent: input 'inverted_latent': "
 SAVE_AGAIN = r"Save it again with Save Inverted Latent"
@@ -114,7 +115,7 @@ def assert_good_file_loads(comfy, saved):
     return loaded
 
 
-@pytest.mark.parametrize("method", ["EDICT", "BDIA", "OBELM"])
+@pytest.mark.parametrize("method", METHODS)
 def test_saved_and_loaded_inversion_regenerates_bit_for_bit(comfy, scene, unsaved, method):
     inverted = unsaved(method)
     loaded, name = save_and_load(comfy, dict(inverted, batch_index=[4, 5]), f"storage/{method}")
@@ -148,7 +149,7 @@ def test_a_file_in_the_output_folder_loads_through_its_output_annotation(comfy, 
     assert [f for f in os.listdir(os.path.dirname(saved["path"])) if not f.endswith(".inversion")] == []
 
 
-@pytest.mark.parametrize("method", ["EDICT", "BDIA", "OBELM"])
+@pytest.mark.parametrize("method", METHODS)
 def test_a_sampled_latent_is_saved_and_loaded(comfy, unsaved, method):
     """Sample outputs carrying a record (state "clean") save and load, bit for bit, as the
     inversions do (what a record holds, not where it came from, decides what a node makes of it)."""
@@ -266,7 +267,7 @@ DAMAGES = {  # id: (damage(path), the problem the message states, the fix it giv
     "another method's setting": (edit_record(lambda r: r.update(params={"mix_weight": 0.93})),
                                  r"its settings are \['mix_weight'\], but BDIA's are \['gamma'\]\.", SAVE_AGAIN),
     "unknown method": (edit_record(put("fields", method="ddim")), r"its field 'method' is 'ddim': expected one of "
-                       r"'edict', 'bdia', 'obelm'\.", SAVE_AGAIN),
+                       + re.escape(", ".join(repr(name) for name in SPECS)) + r"\.", SAVE_AGAIN),
     "unknown state": (edit_record(put("fields", state="half")), r"its field 'state' is 'half': expected 'noisy' "
                       r"or 'clean'\.", SAVE_AGAIN),
     "missing field": (edit_record(lambda r: r["fields"].pop("latent_format")), r"its record lacks the fields "

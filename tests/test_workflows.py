@@ -63,7 +63,7 @@ def test_examples_carry_the_recommended_settings():
                 if name == "bdia_text_to_image":
                     assert (inputs["steps"], inputs["denoise"], inputs["gamma"]) == (10, 1.0, 0.5)
                     continue
-                assert (inputs["steps"], inputs["cfg"], inputs["scheduler"]) == (50, 3.0, spec.scheduler)
+                assert (inputs["steps"], inputs["cfg"], inputs["scheduler"]) == (spec.steps, 3.0, spec.scheduler)
                 assert 0.6 <= inputs["denoise"] <= 0.9
                 assert inputs.get("mix_weight", 0.93) == 0.93
                 assert 0.92 <= inputs.get("gamma", 0.94) <= 1.0
