@@ -15,7 +15,7 @@ import time
 
 from . import env, report
 
-PARTS = ("reconstruction", "edit_fidelity", "cost", "scaling", "convergence")
+PARTS = ("reconstruction", "edit_fidelity", "cost", "scaling", "convergence", "edits")
 
 FULL = {
     "analytic_steps": (50, 100, 200), "analytic_per_class": 4,
@@ -28,6 +28,9 @@ FULL = {
     "scaling": dict(steps_list=(10, 20, 50, 100, 200, 500), batches=(1, 2, 4, 8), batch_steps=8, repeats=3),
     "convergence": dict(calls=(10, 14, 20, 25, 35, 50, 70, 100, 140, 200), trip_steps=(10, 20, 50, 100, 200, 500, 1000),
                         per_class=2, asymptotic_from=70),
+    # The learned model (bench/learned_model.py, trained once and cached) edited three ways.
+    "edits": dict(scenes_count=100, cfgs=(1.0, 3.0, 7.0), denoises=(0.6, 0.8, 1.0), steps=50, accuracy_count=100,
+                  round_trip_denoises=(1.0,)),
 }
 QUICK = {
     "analytic_steps": (4, 8), "analytic_per_class": 1,
@@ -37,12 +40,14 @@ QUICK = {
     "cost": dict(sizes=((64, 4),), rounds=1, memory_sizes=(64, 128)),
     "scaling": dict(steps_list=(4, 8), batches=(1, 2), batch_steps=3, repeats=1),
     "convergence": dict(calls=(10, 20, 40), trip_steps=(10, 20), per_class=1, rk4_steps=(200, 400), asymptotic_from=20),
+    # training="quick": the full (or the tests') model where cached, else a few training steps (nothing learned)
+    "edits": dict(scenes_count=3, cfgs=(3.0,), denoises=(0.8, 1.0), steps=6, accuracy_count=6, training="quick"),
 }
 
 
 def run_parts(comfy, out_dir, parts, sizes, ckpt=None, images=None):
     """Run `parts` at `sizes` (FULL or QUICK); returns {part: result}."""
-    from . import convergence, cost, edit_fidelity, reconstruction, scaling
+    from . import convergence, cost, edit_fidelity, edits, learned_model, reconstruction, scaling
 
     results = {}
     if "reconstruction" in parts:
@@ -62,6 +67,11 @@ def run_parts(comfy, out_dir, parts, sizes, ckpt=None, images=None):
         results["scaling"] = scaling.run(comfy, out_dir, **sizes["scaling"])
     if "convergence" in parts:
         results["convergence"] = convergence.run(out_dir, **sizes["convergence"])
+    if "edits" in parts:
+        options = dict(sizes["edits"])
+        if options.get("training") == "quick":
+            options["training"] = learned_model.best_cached(learned_model.FULL, learned_model.TEST, learned_model.QUICK)
+        results["edits"] = edits.run(comfy, out_dir, **options)
     return results
 
 
@@ -130,6 +140,22 @@ def summary(results, seconds, load=None):
             lines.append(f"- {name} scheduler, strength {strength:g}, cfg {cfg:g}, position kept: "
                          + ", ".join(f"{r['method']} {r['position']:.3f}" for r in e["by_scheduler"]
                                      if (r["scheduler"], r["strength"]) == (name, strength)))
+    if "edits" in results:
+        e = results["edits"]
+        a = e["accuracy"]
+        lines.append(f"\n**Edits on a learned model** ([table](edits.md)): trained {e['info']['seconds']:.0f} s; "
+                     f"held-out text to image at cfg 3: colour {a['color']:.2f}, shape {a['shape']:.2f}, "
+                     f"background {a['background']:.2f}\n")
+        from .edits import ratios
+        for cfg in sorted({t["cfg"] for t in e["trips"]}):
+            top = max(t["denoise"] for t in e["trips"])
+            r = ratios(e["trips"], cfg, top)
+            lines.append(f"- cfg {cfg:g}, denoise {top:g}, round-trip latent MSE: "
+                         + ", ".join(f"DDIM/{m} {_ratio(v)}" for m, v in r.items()))
+        for cfg, by_method in e["matched"].items():
+            lines.append(f"- cfg {cfg:g}, at equal hit rate with DDIM, structure distance / background PSNR: "
+                         + ", ".join(f"{m} {v[1][0]:.3f} / {v[1][1]:.1f} vs DDIM {v[2][0]:.3f} / {v[2][1]:.1f} "
+                                     f"(hit {v[0]:.2f})" if v else f"{m} n/a" for m, v in by_method.items()))
     if "convergence" in results:
         lines.append("\n**Order of convergence and exact range** (analytic model; [table](convergence.md)):\n")
         lines += [f"- {line}" for line in results["convergence"]["lines"]]
@@ -144,6 +170,8 @@ def main(argv=None):
     parser.add_argument("--images", help="a folder of images for --ckpt (captions as <name>.txt)")
     parser.add_argument("--out", default=env.RESULTS, help="where the tables and plots go")
     parser.add_argument("--tiny-steps", type=int, nargs="+", help="tiny checkpoint's step counts (e.g. 50 100 200)")
+    parser.add_argument("--edits-scenes", type=int,
+                        help="held-out scenes of the edits part (default 100; fewer where the cores are shared)")
     parser.add_argument("--tiny-guidance", choices=("uncond", "1", "3", "7"), nargs="+",
                         help="tiny checkpoint's guidance settings (cfg values are conditional)")
     args = parser.parse_args(argv)
@@ -157,6 +185,13 @@ def main(argv=None):
     if args.tiny_guidance:
         sizes["tiny_guidance"] = tuple(("uncond", 1.0) if g == "uncond" else ("cond", float(g))
                                        for g in args.tiny_guidance)
+    if args.edits_scenes:
+        full = dict(sizes["edits"])["scenes_count"]
+        sizes["edits"] = dict(sizes["edits"], scenes_count=args.edits_scenes)
+        if args.edits_scenes < full:
+            sizes["edits"]["reduction"] = (f"{args.edits_scenes} held-out scenes instead of {full} (`--edits-scenes "
+                                           f"{args.edits_scenes}`), to fit the run in the time a session had on 2 CPU cores; "
+                                           "every cfg, denoise, method and edit of the full grid ran.")
     results = run_parts(comfy, args.out, args.parts, sizes, args.ckpt, args.images)
     text = summary(results, time.perf_counter() - start, load)
     print(text)

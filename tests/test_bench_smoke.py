@@ -323,3 +323,28 @@ def _assert_written(out, part):
         text = f.read()
     assert "| method" in text or "| run" in text
     assert os.path.getsize(os.path.join(out, f"{part}.png")) > 1000
+
+
+def test_edits_part_round_trips_are_exact_and_every_edit_is_judged(bench_results):
+    """The edits part (bench/edits.py) on the learned model at quick size (the cached full or
+    test model, else a few training steps, so its edits are not asserted to land): every
+    exact method's round trip returns the latent to float32 rounding (measured 0 at 6 steps,
+    cfg 3), DDIM's does not (measured 1.5 latent MSE with the test model; bound 0.01), and
+    every method, SDEdit included, has a judged row per edit kind and denoise."""
+    from bench import edits, methods
+
+    out, results, summary = bench_results
+    e = results["edits"]
+    sizes = run_sizes()["edits"]
+    trips = {(t["method"], t["denoise"]): t for t in e["trips"]}
+    for denoise in sizes["denoises"]:
+        for method in methods.EXACT:
+            assert trips[(method, denoise)]["latent_mse"] <= FLOAT32_ULP, (method, denoise)
+        assert trips[("DDIM", denoise)]["latent_mse"] >= 0.01, denoise
+    keys = {(r["method"], r["denoise"], r["kind"]) for r in e["rows"]}
+    assert keys == {(m, d, k) for m in edits.METHODS for d in sizes["denoises"] for k in edits.KINDS}
+    for r in e["rows"]:
+        assert 0 <= r["hit"] <= 1 and 0 <= r["structure"] <= 1, r
+    assert set(e["accuracy"]) == {"color", "shape", "background"}
+    assert "Edits on a learned model" in summary
+    _assert_written(out, "edits")
