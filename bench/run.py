@@ -15,7 +15,7 @@ import time
 
 from . import env, report
 
-PARTS = ("reconstruction", "edit_fidelity", "cost", "scaling", "convergence", "edits")
+PARTS = ("reconstruction", "edit_fidelity", "cost", "scaling", "convergence", "edits", "controls")
 
 FULL = {
     "analytic_steps": (50, 100, 200), "analytic_per_class": 4,
@@ -31,6 +31,8 @@ FULL = {
     # The learned model (bench/learned_model.py, trained once and cached) edited three ways.
     "edits": dict(scenes_count=100, cfgs=(1.0, 3.0, 7.0), denoises=(0.6, 0.8, 1.0), steps=50, accuracy_count=100,
                   round_trip_denoises=(1.0,)),
+    # The same model edited with attention control (bench/controls.py).
+    "controls": dict(scenes_count=12, cfgs=(1.0, 3.0, 7.0), denoise=1.0, steps=50),
 }
 QUICK = {
     "analytic_steps": (4, 8), "analytic_per_class": 1,
@@ -42,12 +44,13 @@ QUICK = {
     "convergence": dict(calls=(10, 20, 40), trip_steps=(10, 20), per_class=1, rk4_steps=(200, 400), asymptotic_from=20),
     # training="quick": the full (or the tests') model where cached, else a few training steps (nothing learned)
     "edits": dict(scenes_count=3, cfgs=(3.0,), denoises=(0.8, 1.0), steps=6, accuracy_count=6, training="quick"),
+    "controls": dict(scenes_count=2, cfgs=(3.0,), steps=6, method_names=("BDIA", "DDIM"), training="quick"),
 }
 
 
 def run_parts(comfy, out_dir, parts, sizes, ckpt=None, images=None):
     """Run `parts` at `sizes` (FULL or QUICK); returns {part: result}."""
-    from . import convergence, cost, edit_fidelity, edits, learned_model, reconstruction, scaling
+    from . import controls, convergence, cost, edit_fidelity, edits, learned_model, reconstruction, scaling
 
     results = {}
     if "reconstruction" in parts:
@@ -72,6 +75,11 @@ def run_parts(comfy, out_dir, parts, sizes, ckpt=None, images=None):
         if options.get("training") == "quick":
             options["training"] = learned_model.best_cached(learned_model.FULL, learned_model.TEST, learned_model.QUICK)
         results["edits"] = edits.run(comfy, out_dir, **options)
+    if "controls" in parts:
+        options = dict(sizes["controls"])
+        if options.get("training") == "quick":
+            options["training"] = learned_model.best_cached(learned_model.FULL, learned_model.TEST, learned_model.QUICK)
+        results["controls"] = controls.run(comfy, out_dir, **options)
     return results
 
 

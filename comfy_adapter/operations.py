@@ -19,11 +19,12 @@ import comfy.sampler_helpers
 import comfy.samplers
 
 from .. import edict_core as core
+from . import attention
 from .errors import NodeInputError, checked
 from .fingerprint import model_fingerprint
 from .methods import METHOD_TITLES, Method
 from .notices import Notices
-from .record import check_pair, plain_latent, read_record, with_record
+from .record import RECORD_KEY, check_pair, plain_latent, read_record, with_record
 from .session import generate_from_noise, latent_format_name, model_sampling_kind, run_in_session
 
 log = logging.getLogger("exact_inversion")
@@ -311,7 +312,8 @@ def invert(node, guider, latent, sigmas, method, schedule=None, cfg=None):
     return _wrapped(latent, start, "noisy", branch, partner, identity, cfg)
 
 
-def sample(node, guider, latent, method, sigmas=None, noise=None, schedule=None, cfg=None):
+def sample(node, guider, latent, method, sigmas=None, noise=None, schedule=None, cfg=None, control=None,
+           source_guider=None):
     """Generate with `method`: from an inverted latent's pair along its own schedule (exact
     regeneration, or an edit when the guider's conditioning differs), or from a plain latent
     like SamplerCustomAdvanced (noise from `noise` at sigmas[0], then `method`).
@@ -319,10 +321,17 @@ def sample(node, guider, latent, method, sigmas=None, noise=None, schedule=None,
     Returns a LATENT at the clean end: `samples` the result [B, C, ...], the record its clean
     pair (EDICT's two branches, which Latent Pair Mix mixes; every method's Invert takes it
     back along the same schedule).
+
+    control, source_guider: an ATTENTION_CONTROL and the source branch's guider (the
+    inversion's conditioning and cfg): the edit then runs in lockstep with the source branch,
+    reading its attention (comfy_adapter/attention.py); only for an inverted latent.
     """
     notices = Notices(node)
     method = method.validated(node)
     identity = _model_identity(guider.model_patcher)
+    if control is not None:
+        return _sample_controlled(node, notices, guider, source_guider, latent, method, schedule, cfg, control,
+                                  identity)
     start = _sample_start(node, notices, guider, latent, method, sigmas, noise, schedule, identity)
     if start is None:  # denoise 0
         return dict(latent)
@@ -330,6 +339,30 @@ def sample(node, guider, latent, method, sigmas=None, noise=None, schedule=None,
     result = _run(node, guider, latent, start, "sample", seed=getattr(noise, "seed", 0) or 0)
     branch, partner = _keep_outside_mask(latent, start.source, result)
     return _wrapped(latent, start, "clean", branch, partner, identity, cfg)
+
+
+def _sample_controlled(node, notices, guider, source_guider, latent, method, schedule, cfg, control, identity):
+    """sample() with attention control: an inverted pair, two branches in lockstep."""
+    control.resolved(node, guider.model_patcher)  # the family first: no latent makes it supported
+    record = read_record(latent)
+    if record is None or record["state"] != "noisy":
+        raise NodeInputError(node, "attention_control", "attention control needs an inverted latent (the "
+                             "source branch retraces the inversion), but latent_image is "
+                             + ("a plain latent." if record is None else "a Sample node's clean output."),
+                             "Connect the output of an Invert node to latent_image, or disconnect "
+                             "attention_control.")
+    attention.check_source_guider(node, guider, source_guider)
+    start = _sample_start(node, notices, guider, latent, method, None, None, schedule, identity)
+    start.method.check_steps(node, start.steps, _schedule_input(schedule))
+    edit, source, report = attention.sample_controlled(node, source_guider, guider, latent, start, control)
+    p2p = f", prompt-to-prompt in {report['p2p_calls']} cross-attention calls" if control.p2p is not None else ""
+    notices.info(f"attention control ({report['inject']}, steps {report['steps']}, layers {report['layers']}): "
+                 f"{report['injected_calls']} attention calls read the source{p2p}; the source branch ends "
+                 f"{report['source_end_error']:.2e} from the source latent.")
+    branch, partner = _keep_outside_mask(latent, start.source, edit)
+    out = _wrapped(latent, start, "clean", branch, partner, identity, cfg)
+    out[RECORD_KEY]["attention_control"] = dict(report, source_branch=source[0])
+    return out
 
 
 def _follows_record(latent, method, state):
@@ -350,15 +383,26 @@ def invert_simple(node, model, positive, negative, latent, cfg, schedule, method
                   None if following else schedule.sigmas(model), method, schedule, cfg)
 
 
-def sample_simple(node, model, positive, negative, latent, cfg, seed, schedule, method):
+def sample_simple(node, model, positive, negative, latent, cfg, seed, schedule, method, control=None):
     """sample() for the simple nodes' widgets; the seed makes KSampler's noise. An inverted
-    latent follows its own schedule, so the schedule widgets are not checked for it."""
+    latent follows its own schedule, so the schedule widgets are not checked for it. With an
+    attention control, the source guider is the control's source prompt, this negative and the
+    cfg the inversion recorded (this node's where it recorded none)."""
     method = method.validated(node)
     following = _follows_record(latent, method, "noisy")
     if not following:
         schedule = schedule.validated(node, method)
+    source_guider = None
+    if control is not None and control.source_positive is None:
+        raise NodeInputError(node, "attention_control", "the control carries no source prompt, which the "
+                             "simple Sample nodes build the source branch from.",
+                             "Connect the prompt Invert used to the control's source_positive input.")
+    if control is not None:
+        record = read_record(latent) or {}
+        source_guider = simple_guider(model, control.source_positive, negative, record.get("cfg", cfg))
     return sample(node, simple_guider(model, positive, negative, cfg), latent, method,
-                  None if following else schedule.sigmas(model), SeededNoise(seed), schedule, cfg)
+                  None if following else schedule.sigmas(model), SeededNoise(seed), schedule, cfg,
+                  control=control, source_guider=source_guider)
 
 
 def mix_pair(node, latent, weight):

@@ -36,3 +36,29 @@ def ddim_round_trip(model, positive, negative, cfg, latent, steps, denoise, sche
     """DDIM inversion then DDIM sampling of LATENT samples `latent`; returns the latent."""
     noisy = ddim(model, positive, negative, cfg, latent, steps, denoise, scheduler, invert=True)
     return ddim(model, positive, negative, cfg, noisy, steps, denoise, scheduler, invert=False)
+
+
+@torch.inference_mode()
+def ddim_controlled(model, source_positive, positive, negative, cfg, noisy, steps, denoise, control,
+                    scheduler="normal"):
+    """DDIM sampling of a DDIM-inverted state `noisy` (sampler space, [B, C, ...]) with an
+    ATTENTION_CONTROL, as the Sample nodes run an exact pair: a source branch (source_positive)
+    in lockstep with the edit (positive), the edit reading the source's attention. The source
+    branch does not retrace the source here (DDIM inversion is not exact): the baseline of
+    PIE-Bench's "DDIM + P2P". Returns (edit latent, source-branch latent, report), latent space."""
+    operations = pack_module("comfy_adapter.operations")
+    attention = pack_module("comfy_adapter.attention")
+    core = pack_module("edict_core")
+    sigmas = operations.prepare("DDIM", model, operations.Schedule(steps, scheduler, denoise).sigmas(model))
+    clean_level, batch = float(sigmas[-1]), noisy.shape[0]
+
+    def routine(lockstep_model, session, report):
+        x = torch.cat([noisy.to(session.device, session.dtype)] * 2)
+        x = core.sample_ddim(lockstep_model, x, sigmas, callback=report)
+        return [session.to_latent_space(session.leave_clean(x, clean_level))]
+
+    source_guider = operations.simple_guider(model, source_positive, negative, cfg)
+    guider = operations.simple_guider(model, positive, negative, cfg)
+    (both,), report = attention.run_lockstep("DDIM", source_guider, guider, control, noisy.to(torch.float32),
+                                             sigmas, len(sigmas) - 1, 1, routine, len(sigmas) - 1)
+    return both[batch:], both[:batch], report

@@ -11,7 +11,8 @@ UI_DIR = os.path.join(REPO, "example_workflows")
 API_DIR = os.path.join(UI_DIR, "api")
 # The examples for an SD1.5 checkpoint: the tests run each of them on the tiny checkpoint
 # (tests/test_browser.py from the UI, tests/test_server.py and the demo some by name).
-NAMES = ["edict_edit", "bdia_edit", "obelm_edit", "rex_edit", "round_trip_check", "bdia_text_to_image", "advanced_edit"]
+NAMES = ["edict_edit", "bdia_edit", "obelm_edit", "rex_edit", "round_trip_check", "bdia_text_to_image", "advanced_edit",
+         "attention_control_edit"]
 # The examples for models the tests do not have (Flux dev, a guidance-distilled model): the
 # tiny SD1.5 checkpoint cannot run them (other loaders, other latent format), so they are
 # listed, opened and exported through the real frontend (tests/test_workflows.py), not run.

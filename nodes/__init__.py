@@ -1,6 +1,6 @@
-from . import advanced, exact_inversion, storage
+from . import advanced, attention_control, exact_inversion, storage
 
-_MODULES = (exact_inversion, advanced, storage)
+_MODULES = (exact_inversion, advanced, storage, attention_control)
 NODE_CLASS_MAPPINGS = {k: v for module in _MODULES for k, v in module.NODE_CLASS_MAPPINGS.items()}
 NODE_DISPLAY_NAME_MAPPINGS = {k: v for module in _MODULES for k, v in module.NODE_DISPLAY_NAME_MAPPINGS.items()}
 

@@ -7,7 +7,7 @@ from ..comfy_adapter import operations
 from ..comfy_adapter.methods import METHOD_TYPE, Method
 from ..comfy_adapter.sampler import ExactSampler
 from ..edict_core.spec import SPECS
-from .exact_inversion import CATEGORY, SEARCH_ALIASES, setting_inputs
+from .exact_inversion import CATEGORY, CONTROL_INPUT, SEARCH_ALIASES, setting_inputs
 
 METHOD_INPUT = (METHOD_TYPE, {"tooltip": "The exact method and its settings: "
                               + ", ".join(f"{spec.title} Method" for spec in SPECS.values()) + "."})
@@ -78,10 +78,15 @@ class ExactSampleAdvanced:
             "sigmas": ("SIGMAS", {"tooltip": "Only for a plain latent: the schedule to sample. An "
                                   "inverted latent follows its own."}),
             "noise": ("NOISE", {"tooltip": "Only for a plain latent: RandomNoise (or DisableNoise)."}),
+            "attention_control": CONTROL_INPUT,
+            "source_guider": ("GUIDER", {"tooltip": "With attention_control: the guider Exact Invert (Advanced) "
+                                         "used (the photo's prompt and cfg), for the source branch."}),
         }}
 
-    def sample(self, guider, latent_image, method, sigmas=None, noise=None):
-        return (operations.sample("Exact Sample (Advanced)", guider, latent_image, method, sigmas, noise),)
+    def sample(self, guider, latent_image, method, sigmas=None, noise=None, attention_control=None,
+               source_guider=None):
+        return (operations.sample("Exact Sample (Advanced)", guider, latent_image, method, sigmas, noise,
+                                  control=attention_control, source_guider=source_guider),)
 
 
 class ExactSamplerSelect:

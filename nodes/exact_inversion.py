@@ -24,6 +24,11 @@ SAMPLE_LATENT = ("An inverted latent (regenerate or edit it exactly, following i
                  "output is the input latent exactly.")
 
 
+CONTROL_INPUT = ("ATTENTION_CONTROL", {"tooltip": "Optional, for an inverted latent: Exact Attention Control "
+                                      "(its source_positive is the prompt Invert used). The edit then keeps "
+                                      "the photo's structure, at twice the model calls."})
+
+
 def setting_inputs(spec):
     """The method's settings as ComfyUI widgets, in the spec's order."""
     inputs = {}
@@ -96,9 +101,11 @@ def make_invert_node(spec):
 
 def make_sample_node(spec):
     """The simple Sample node of one method."""
-    def sample(self, model, positive, negative, latent_image, seed, steps, cfg, scheduler, denoise, **settings):
+    def sample(self, model, positive, negative, latent_image, seed, steps, cfg, scheduler, denoise,
+               attention_control=None, **settings):
         return (operations.sample_simple(f"{spec.title} Sample", model, positive, negative, latent_image, cfg,
-                                         seed, Schedule(steps, scheduler, denoise), Method(spec.name, settings)),)
+                                         seed, Schedule(steps, scheduler, denoise), Method(spec.name, settings),
+                                         control=attention_control),)
 
     return type(spec.node_id("Sample"), (), {
         "DESCRIPTION": (f"Generate with {spec.title}. From a {spec.title}-inverted latent, regenerate it "
@@ -109,7 +116,8 @@ def make_sample_node(spec):
                             "back to the noise it came from exactly"
                             + (", and Latent Pair Mix mixes EDICT's two branches." if spec.name == "edict" else
                                "; VAE Decode and other nodes see an ordinary latent."),),
-        "INPUT_TYPES": classmethod(lambda cls: {"required": _common_inputs(spec, SAMPLE_LATENT, True)}),
+        "INPUT_TYPES": classmethod(lambda cls: {"required": _common_inputs(spec, SAMPLE_LATENT, True),
+                                                "optional": {"attention_control": CONTROL_INPUT}}),
         "sample": sample,
     })
 

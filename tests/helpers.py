@@ -2,6 +2,9 @@
 inputs on the tiny checkpoint, and invert / sample through the real nodes. (pytest puts
 tests/ on sys.path.)"""
 
+import json
+import os
+
 from edict_core.spec import SPECS
 from harness.comfy import run_node
 
@@ -37,3 +40,14 @@ def sample(comfy, scene, method, latent, positive="positive", seed=0, widgets=No
     return run_node(comfy, f"{method}Sample", latent_image=latent, seed=seed,
                     **common(comfy, scene, positive=positive, **overrides),
                     **(METHOD_WIDGETS[method] if widgets is None else widgets))
+
+
+def read_json(path):
+    """What an earlier, perhaps partial, run left in a figures file: {} where there is none or it is damaged."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except ValueError:
+        return {}

@@ -26,7 +26,7 @@ import torch
 
 from harness import figures as figure_rows, tiny_models
 from harness.comfy import REPO, counting_model, relative_error, run_node
-from helpers import METHOD_WIDGETS, METHODS, SPEC_OF
+from helpers import METHOD_WIDGETS, METHODS, SPEC_OF, read_json
 
 SCHEDULER, DENOISE, REAL_STEPS = "normal", 0.8, 5
 # The widget steps that run REAL_STEPS: "normal" on the discrete EPS schedule (SDXL, SD1.5)
@@ -73,13 +73,7 @@ def figures():
     yield data
     if not data:
         return
-    old = {}
-    if os.path.exists(ARTIFACT):
-        try:
-            with open(ARTIFACT) as f:
-                old = json.load(f)
-        except ValueError:
-            old = {}
+    old = read_json(ARTIFACT)
     import comfyui_version
 
     merged = {"comfyui": comfyui_version.__version__, "steps": REAL_STEPS, "denoise": DENOISE,

@@ -1,0 +1,468 @@
+"""Attention control on an inverted pair, in ComfyUI terms: one hook, one family table, and
+the dual-branch run.
+
+The hook is `transformer_options["optimized_attention_override"]`, called as
+`override(func, q, k, v, *args, **kwargs)` for every attention call that receives the options
+(UNet self- and cross-attention, Flux double and single blocks after RoPE, SD3's joint blocks,
+Wan, Qwen-Image, AuraFlow; comfy/ldm/modules/attention.py `wrap_attn`, both 0.3.75 and 0.33.0).
+It is installed on copies of the two guiders, each with its own copy of the model options, so
+the MODEL the user connected is never changed; an override already there (another pack's,
+ComfyUI's attention-backend node) is chained to, never replaced. Without a `container_function`
+attribute, 0.33.0's wrapper hands the override plain tensors, as 0.3.75 always does, so
+both versions run the same code.
+
+The run: both branches start from the inverted pair and run the method's recurrence as one
+state [source; edit] (edict_core.attention.lockstep). Each model evaluation evaluates the
+source half with the source guider (the inversion's conditioning and cfg: it retraces the
+source's trajectory) while the override records the keys and values of the selected layers,
+then the edit half with the edit guider while the override replaces the edit's image-token
+keys and/or values with the source's. The record is dropped after each evaluation: one
+evaluation's selected layers, never a bank. With prompt-to-prompt (UNet families) the
+source's cross-attention queries and keys are recorded too, and the edit's cross-attention
+takes the source's maps on the tokens the two prompts share. The source branch ends at the
+source latent; the error is reported on the node and kept in the result's record.
+"""
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+import comfy.model_patcher
+
+from ..edict_core.attention import Window, align_tokens, lockstep, prompt_to_prompt, replace_rows
+from ..edict_core.validation import relative_error
+from .errors import NodeInputError
+from .fingerprint import model_fingerprint
+from .session import run_in_session
+
+CONTROL_TYPE = "ATTENTION_CONTROL"
+CONTROL_NODE = "Exact Attention Control"
+P2P_NODE = "Exact Prompt-to-Prompt"
+KEYS_AND_VALUES, VALUES = "keys and values", "values"
+INJECTIONS = (KEYS_AND_VALUES, VALUES)
+
+
+@dataclass(frozen=True)
+class Family:
+    """How a model family lays out its attention. layout "unet": self-attention is a call whose
+    keys are as long as its queries, all of them image tokens; cross-attention (text keys) is
+    never touched. layout "joint": one sequence of text tokens first, then the image tokens
+    (patch `patch` of the latent); a call with keys as long as its queries covers them, and the
+    last (image) rows are injected. The defaults: which keys/values, step and layer windows."""
+    layout: str
+    inject: str
+    steps: Window
+    layers: Window
+    source: str  # where the defaults come from, for tooltips and the README
+    patch: tuple = (2, 2)
+
+
+# MasaCtrl (Cao et al., ICCV 2023): mutual self-attention from step 4 of 50 in layers 10 to 16
+# of the UNet's 16 self-attention layers (its decoder). RF-Solver-Edit / Fluxtapoz RF-Edit: the
+# source's values in Flux's single blocks 20 to 37 (of 19 double + 38 single) for the first
+# steps. SD3: keys and values of the mid and late joint blocks.
+_UNET = Family("unet", KEYS_AND_VALUES, Window(4 / 50, 1.0), Window(10 / 16, 1.0), "MasaCtrl")
+FAMILIES = {
+    "BaseModel": _UNET, "SDXL": _UNET, "SD20": _UNET, "SDXLRefiner": _UNET, "SD15_instructpix2pix": _UNET,
+    "Flux": Family("joint", VALUES, Window(0.0, 0.2), Window((19 + 20) / 57, 1.0), "RF-Edit"),
+    "SD3": Family("joint", KEYS_AND_VALUES, Window(0.0, 0.5), Window(0.5, 1.0), "mid and late joint blocks"),
+    "QwenImage": Family("joint", KEYS_AND_VALUES, Window(4 / 50, 1.0), Window(0.5, 1.0), "MasaCtrl-like"),
+    "AuraFlow": Family("joint", KEYS_AND_VALUES, Window(4 / 50, 1.0), Window(0.5, 1.0), "MasaCtrl-like"),
+    "WAN21": Family("joint", KEYS_AND_VALUES, Window(4 / 50, 1.0), Window(0.5, 1.0), "MasaCtrl-like",
+                    patch=(1, 2, 2)),
+}
+
+
+@dataclass(frozen=True)
+class PromptToPrompt:
+    """Prompt-to-prompt's part of a control (UNet families): in the step window `steps`, the
+    edit's cross-attention takes the source's maps on aligned tokens and multiplies chosen
+    tokens' maps by their weights. indices, aligned, weights: [1 or B, T] over the edit prompt's
+    tokens (edict_core.attention.align_tokens); words: {word: weight}, for the report."""
+    steps: Window
+    indices: torch.Tensor = field(compare=False)
+    aligned: torch.Tensor = field(compare=False)
+    weights: torch.Tensor = field(compare=False)
+    words: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def whole(self):
+        """Every token aligned to its own place and unweighted (a word swap of equal length, or
+        equal prompts): the maps are the source's, so ComfyUI's attention computes the call
+        (bit for bit the source's own where the prompts are equal)."""
+        n = self.indices.shape[-1]
+        return bool(self.aligned.all() and torch.all(self.indices == torch.arange(n))
+                    and torch.all(self.weights == 1.0))
+
+
+@dataclass(frozen=True)
+class AttentionControl:
+    """The ATTENTION_CONTROL value. preset "auto": the family's defaults (FAMILIES); "custom":
+    `inject`, `steps` and `layers` as given (an empty step window: no self-attention control).
+    p2p: prompt-to-prompt's cross-attention part, or None. source_positive: the conditioning
+    Invert used (the simple Sample nodes build the source guider from it; None where a source
+    GUIDER is connected instead)."""
+    preset: str
+    inject: str
+    steps: Window
+    layers: Window
+    source_positive: list = field(default=None, compare=False)
+    p2p: PromptToPrompt = field(default=None, compare=False)
+
+    def resolved(self, node, model):
+        """(Family, inject, steps, layers) for `model`, or a NodeInputError naming the family."""
+        name = type(model.model).__name__
+        family = FAMILIES.get(name)
+        if family is None:
+            raise NodeInputError(node, "attention_control",
+                                 f"attention control is not supported for this model family ({name}); "
+                                 f"it is for {', '.join(sorted(FAMILIES))}.",
+                                 "Disconnect attention_control to edit without it.")
+        if self.p2p is not None and family.layout != "unet":
+            raise NodeInputError(node, "attention_control",
+                                 f"prompt-to-prompt replaces UNet cross-attention maps, which {name} does not "
+                                 "have (its text and image tokens share joint attention).",
+                                 "Use Exact Attention Control alone (value injection) for this model.")
+        if self.preset == "auto":
+            return family, family.inject, family.steps, family.layers
+        return family, self.inject, self.steps, self.layers
+
+
+def make_control(preset, inject, step_start, step_end, layer_start, layer_end, source_positive=None):
+    """The control node's value, after refusing windows out of range by input name."""
+    if preset not in ("auto", "custom"):
+        raise NodeInputError(CONTROL_NODE, "preset", f"unknown preset {preset!r}.", "Use auto or custom.")
+    if inject not in INJECTIONS:
+        raise NodeInputError(CONTROL_NODE, "inject", f"unknown injection {inject!r}.",
+                             f"Use one of {', '.join(INJECTIONS)}.")
+    return AttentionControl(preset, inject, _window(CONTROL_NODE, "step", step_start, step_end),
+                            _window(CONTROL_NODE, "layer", layer_start, layer_end), source_positive)
+
+
+def _window(node, what, start, end):
+    """Window(start, end), or a NodeInputError naming {what}_start or {what}_end."""
+    try:
+        return Window(start, end).check(what)
+    except ValueError as error:
+        bad = f"{what}_end" if isinstance(start, (int, float)) and 0 <= start <= 1 else f"{what}_start"
+        raise NodeInputError(node, bad, str(error), f"Use 0 <= {what}_start <= {what}_end <= 1 (fractions of the "
+                             f"{what}s; equal values make an empty window).") from None
+
+
+def _clip_tokens(clip, text):
+    """The token ids of the first 77-token chunk of `text` (CLIP-L's where the CLIP has several,
+    as SDXL's: its positions are the cross-attention's), start and padding included."""
+    tokens = clip.tokenize(text)
+    chunk = tokens["l" if "l" in tokens else next(iter(tokens))][0]
+    return [t[0] if isinstance(t[0], int) else -1 for t in chunk]  # -1: an embedding's vector
+
+
+def _weights(clip, edit_tokens, reweight):
+    """[T] weights over the edit's tokens from "word:weight, ..." (every occurrence of the
+    word's tokens), and {word: weight}."""
+    weights, words = torch.ones(len(edit_tokens)), {}
+    end = _clip_tokens(clip, "")[1]
+    for part in filter(None, (p.strip() for p in reweight.split(","))):
+        word, _, value = part.rpartition(":")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = None
+        if not word.strip() or weight is None or not -10.0 <= weight <= 10.0:
+            raise NodeInputError(P2P_NODE, "reweight", f"{part!r} is not word:weight with a weight in [-10, 10].",
+                                 "Write words of edit_text with their weights, comma-separated, as "
+                                 "\"cat:2, beach:0.5\" (1 leaves a word as it is).")
+        ids = _clip_tokens(clip, word.strip())[1:]
+        ids = ids[:ids.index(end)] if end in ids else ids
+        found = [i for i in range(len(edit_tokens) - len(ids) + 1) if ids and edit_tokens[i:i + len(ids)] == ids]
+        if not found:
+            raise NodeInputError(P2P_NODE, "reweight", f"{word.strip()!r} is not a word of edit_text.",
+                                 "Reweight only words that edit_text contains, spelled as there.")
+        for i in found:
+            weights[i:i + len(ids)] = weight
+        words[word.strip()] = weight
+    return weights, words
+
+
+def make_p2p(clip, source_text, edit_text, step_start, step_end, reweight="", control=None, source_positive=None):
+    """The prompt-to-prompt node's value: `control` (or a control with no self-attention part)
+    with prompt-to-prompt added; source_positive defaults to the control's. source_text and
+    edit_text: one text each, or (the bench) lists of one per batch row."""
+    texts = {}
+    for name, text in (("source_text", source_text), ("edit_text", edit_text)):
+        texts[name] = list(text) if isinstance(text, (list, tuple)) else [text]
+        if not all(isinstance(t, str) and t.strip() for t in texts[name]):
+            raise NodeInputError(P2P_NODE, name, "the prompt is empty; its words are aligned with the other's.",
+                                 f"Type the text of the {name.split('_')[0]} prompt, as in its CLIP Text Encode.")
+    steps = _window(P2P_NODE, "step", step_start, step_end)
+    rows = []
+    for source, edit in zip(texts["source_text"], texts["edit_text"], strict=True):
+        edit_tokens = _clip_tokens(clip, edit)
+        rows.append(align_tokens(_clip_tokens(clip, source), edit_tokens) + _weights(clip, edit_tokens, reweight or ""))
+    indices, aligned, weights = (torch.stack([r[i] for r in rows]) for i in range(3))
+    p2p = PromptToPrompt(steps, indices, aligned, weights, rows[0][3])
+    if control is None:
+        control = AttentionControl("custom", KEYS_AND_VALUES, Window(0.0, 0.0), Window(0.0, 1.0))
+    return dataclasses.replace(control, p2p=p2p, source_positive=source_positive if source_positive is not None
+                               else control.source_positive)
+
+
+class Recorder:
+    """The override: records what the selected layers of the source evaluation computed, hands
+    it to the edit evaluation, and forgets it.
+
+    Self-attention (and the joint attention of DiTs): the source's keys and values, which the
+    edit's image tokens then read. UNet cross-attention, with prompt-to-prompt: the source's
+    image queries and text keys, from which the edit's maps are made. A layer is identified by
+    its place among the calls of its kind in one forward pass, per cond/uncond chunk
+    (transformer_options["cond_or_uncond"]): the edit's cond chunk reads the source's cond chunk
+    in the same layer, its uncond the source's uncond (prompt-to-prompt: the cond chunk only,
+    as in EDICT's code; the negative prompt is the same in both branches).
+    """
+
+    def __init__(self, family, inject, steps, layers, total_steps, calls_per_step, previous, p2p=None):
+        self.family, self.inject_keys = family, inject == KEYS_AND_VALUES
+        self.steps, self.layers, self.p2p = steps, layers, p2p
+        self.total_steps, self.calls_per_step = total_steps, calls_per_step
+        self.previous = previous  # the override already installed (another pack's), or None
+        self.role, self.active, self.cross_active, self.evaluation = None, False, False, 0
+        self.image_tokens = 0
+        self.store, self.counters, self.layer_count = {}, {}, None
+        self.injected = 0  # self-attention calls whose keys/values were replaced, for the report
+        self.replaced = 0  # cross-attention calls with prompt-to-prompt's maps
+        self.peak_bytes = 0  # the most one evaluation's record held
+
+    # ----------------------------------------------------------------- the lockstep phases
+    def begin_source(self, x):
+        step = self.evaluation // self.calls_per_step
+        self.active = self.steps.holds(step, self.total_steps)
+        self.cross_active = self.p2p is not None and self.p2p.steps.holds(step, self.total_steps)
+        self.role, self.counters, self.store = "record", {}, {}
+        self.image_tokens = self._tokens(x)
+
+    def begin_edit(self):
+        held = sum(t.numel() * t.element_size() for pair in self.store.values() for t in pair)
+        self.peak_bytes = max(self.peak_bytes, held)
+        counts = [n for (kind, _), n in self.counters.items() if kind == "self"]
+        if counts:
+            self.layer_count = max(counts)
+        self.role, self.counters = "inject", {}
+
+    def end(self):
+        self.role, self.store, self.counters = None, {}, {}
+        self.evaluation += 1
+
+    def _tokens(self, x):
+        spatial = x.shape[2:]
+        patch = self.family.patch[-len(spatial):] if len(self.family.patch) >= len(spatial) else \
+            (1,) * (len(spatial) - len(self.family.patch)) + tuple(self.family.patch)
+        return math.prod(math.ceil(s / p) for s, p in zip(spatial, patch))
+
+    # ------------------------------------------------------------------------ the override
+    def _rows(self, q, k, seq):
+        """The image-token rows of k to replace, or None for a call that is not
+        self-attention (UNet, Wan cross-attention: text keys)."""
+        if k.shape[seq] != q.shape[seq]:
+            return None
+        if self.family.layout == "unet":
+            return slice(None)
+        if k.shape[seq] < self.image_tokens:
+            return None
+        return slice(k.shape[seq] - self.image_tokens, None)
+
+    def __call__(self, func, *args, **kwargs):
+        return self.chained(self.previous, func, *args, **kwargs)
+
+    def chained(self, previous, func, *args, **kwargs):
+        """The control on this call, then `previous` (an override already installed) or func."""
+        if self.role is not None and (self.active or self.cross_active) and len(args) >= 3:
+            func, args = self._control(func, args, kwargs)
+        if previous is not None:
+            return previous(func, *args, **kwargs)
+        return func(*args, **kwargs)
+
+    def _control(self, func, args, kwargs):
+        q, k, v = args[:3]
+        seq = 2 if kwargs.get("skip_reshape", False) else 1
+        rows = self._rows(q, k, seq)
+        kind = "self" if rows is not None else "cross"
+        if kind == "self" and not self.active:
+            return func, args
+        if kind == "cross" and not (self.cross_active and self.family.layout == "unet" and seq == 1 and len(args) >= 4
+                                    and kwargs.get("mask") is None and not kwargs.get("skip_output_reshape")):
+            return func, args
+        labels = tuple((kwargs.get("transformer_options") or {}).get("cond_or_uncond") or (0,))
+        index = self.counters.get((kind, labels), 0)
+        self.counters[(kind, labels)] = index + 1
+        if q.shape[0] % len(labels):
+            return func, args
+        chunk = q.shape[0] // len(labels)
+        keys = _chunk_keys(labels, index)
+        if kind == "cross":
+            return self._cross(func, args, keys, chunk, labels)
+        if self.role == "record":
+            if self.layer_count is None or self.layers.holds(index, self.layer_count):
+                for j, key in enumerate(keys):
+                    self.store[key] = (k[j * chunk:(j + 1) * chunk], v[j * chunk:(j + 1) * chunk])
+            return func, args
+        if self.layer_count is None or not self.layers.holds(index, self.layer_count):
+            return func, args
+        recorded = [self.store.get(key) or self.store.get((0, 0, index)) for key in keys]
+        if any(r is None for r in recorded):
+            return func, args
+        source_k = torch.cat([r[0] for r in recorded])
+        source_v = torch.cat([r[1] for r in recorded])
+        if source_k.shape != k.shape or source_v.shape != v.shape:
+            return func, args
+        self.injected += 1
+        v = replace_rows(v, source_v, rows, seq)
+        if self.inject_keys:
+            k = replace_rows(k, source_k, rows, seq)
+        return func, (q, k, v) + tuple(args[3:])
+
+    def _cross(self, func, args, keys, chunk, labels):
+        """Prompt-to-prompt on a UNet cross-attention call: record the source's cond chunk
+        (queries, keys), or give the edit's cond chunk the maps made from them."""
+        conds = [j for j, label in enumerate(labels) if label == 0]
+        if self.role == "record":
+            q, k = args[:2]
+            for j in conds:
+                self.store[("cross",) + keys[j]] = (q[j * chunk:(j + 1) * chunk], k[j * chunk:(j + 1) * chunk])
+            return func, args
+        recorded = {j: self.store.get(("cross",) + keys[j]) for j in conds}
+        if not conds or any(r is None or r[0].shape != args[0][j * chunk:(j + 1) * chunk].shape
+                            for j, r in recorded.items()):
+            return func, args
+        self.replaced += 1
+        p2p = self.p2p
+
+        def attention(q, k, v, heads, *rest, **options):
+            out = func(q, k, v, heads, *rest, **options).clone()
+            for j, (source_q, source_k) in recorded.items():
+                part = slice(j * chunk, (j + 1) * chunk)
+                if p2p.whole and source_k.shape == k[part].shape:
+                    # the source's maps over the edit's values, by ComfyUI's own attention
+                    out[part] = func(source_q, source_k, v[part], heads, *rest, **options)
+                else:
+                    out[part] = prompt_to_prompt(q[part], k[part], v[part], heads, source_q, source_k,
+                                                 p2p.indices, p2p.aligned, p2p.weights).to(out.dtype)
+            return out
+
+        return attention, args
+
+
+def _chunk_keys(labels, index):
+    """(label, occurrence of the label in this forward, layer index) per chunk."""
+    seen, keys = {}, []
+    for label in labels:
+        keys.append((label, seen.get(label, 0), index))
+        seen[label] = seen.get(label, 0) + 1
+    return keys
+
+
+def controlled(guider, recorder):
+    """A copy of `guider` whose model options (a copy) carry `recorder` as the attention
+    override, chained to the one already there. The guider and its MODEL are unchanged."""
+    out = copy.copy(guider)
+    options = comfy.model_patcher.create_model_options_clone(guider.model_options)
+    options.setdefault("transformer_options", {})["optimized_attention_override"] = recorder
+    out.model_options = options
+    return out
+
+
+def check_source_guider(node, guider, source_guider):
+    if source_guider is None:
+        raise NodeInputError(node, "source_guider", "attention control needs the source branch's guider.",
+                             "Connect the GUIDER that Exact Invert (Advanced) used (its prompt and cfg).")
+    same = source_guider.model_patcher.model is guider.model_patcher.model and \
+        model_fingerprint(source_guider.model_patcher) == model_fingerprint(guider.model_patcher)
+    if not same:
+        raise NodeInputError(node, "source_guider", "its model is not the edit guider's model (another "
+                             "checkpoint, LoRA or patch), so the source branch would not retrace the source.",
+                             "Build both guiders from the same MODEL, the one that inverted latent_image.")
+
+
+def run_lockstep(node, source_guider, guider, control, source, sigmas, total_steps, per_step, routine, reports=1,
+                 seed=0, denoise_mask=None):
+    """Two branches in lockstep (module docstring) under one session per guider, both on copies
+    carrying one Recorder. routine(model, session) runs a sampler over the lockstep `model` of
+    the state [source; edit] ([2B, C, ...], sampler space) and returns a list of such states;
+    `session` is the edit's (model-space conversions, progress). source: [B, C, ...] the source
+    latent (latent space); sigmas the schedule; total_steps the steps of `sigmas` the routine
+    walks, per_step its model evaluations per step. Returns (the routine's list, report)."""
+    family, inject, steps, layers = control.resolved(node, guider.model_patcher)
+    previous = guider.model_options.get("transformer_options", {}).get("optimized_attention_override")
+    recorder = Recorder(family, inject, steps, layers, max(total_steps, 1), per_step, previous, control.p2p)
+    source_previous = source_guider.model_options.get("transformer_options", {}).get(
+        "optimized_attention_override")
+    source_recorder = recorder if source_previous is previous else _SharedRecorder(recorder, source_previous)
+    source_run, edit_run = controlled(source_guider, source_recorder), controlled(guider, recorder)
+    batch = source.shape[0]
+
+    def outer(source_session):
+        def inner(edit_session):
+            def source_model(x, sigma):
+                recorder.begin_source(x)
+                return source_session.denoise(x, sigma)
+
+            def edit_model(x, sigma):
+                try:
+                    return edit_session.denoise(x, sigma)
+                finally:
+                    recorder.end()
+
+            def report(info):
+                edit_session.report(dict(info, x=info["x"][batch:], denoised=info["denoised"][batch:]))
+
+            model = lockstep(source_model, edit_model, batch, between=recorder.begin_edit)
+            return routine(model, edit_session, report)
+
+        return run_in_session(node, edit_run, source, sigmas, reports, inner, seed=seed, denoise_mask=denoise_mask)
+
+    result = run_in_session(node, source_run, source, sigmas, reports, outer, seed=seed, denoise_mask=denoise_mask)
+    report = {"injected_calls": recorder.injected, "inject": inject, "steps": [steps.start, steps.end],
+              "layers": [layers.start, layers.end], "family": type(guider.model_patcher.model).__name__,
+              "p2p_calls": recorder.replaced, "peak_record_bytes": recorder.peak_bytes}
+    if control.p2p is not None:
+        report.update(p2p_steps=[control.p2p.steps.start, control.p2p.steps.end], p2p_words=dict(control.p2p.words),
+                      p2p_aligned=int(control.p2p.aligned[0].sum()))
+    return result, report
+
+
+def sample_controlled(node, source_guider, guider, latent, start, control, seed=0):
+    """Run the inverted pair `start.pair` as two branches in lockstep (module docstring).
+    Returns (edit pair, source pair, report): pairs in latent space, state dtype, as
+    operations._run returns them; report {"source_end_error", "injected_calls", ...}."""
+    spec, settings = start.method.spec, start.method.params
+    prepared, clean_level = start.prepared, float(start.prepared[-1])
+    per_step = spec.step_calls(settings)
+    calls = spec.calls(start.steps, started=False, settings=settings)
+    batch = start.pair[0].shape[0]
+
+    def routine(model, session, report):
+        pair = [torch.cat([session.to_model_space(t)] * 2) for t in start.pair]
+        out = spec.sample(model, pair, prepared, session.input_scale, callback=report, **settings)
+        halves = [session.to_latent_space(session.leave_clean(t, clean_level)) for t in out]
+        return [h[batch:] for h in halves] + [h[:batch] for h in halves]
+
+    result, report = run_lockstep(node, source_guider, guider, control, start.source, prepared, calls // per_step,
+                                  per_step, routine, start.reports, seed=seed, denoise_mask=latent.get("noise_mask"))
+    edit, source = result[:2], result[2:]
+    report.update(source_end_error=relative_error(source[0], start.source.to(source[0])),
+                  source_end_bit_equal=bool(torch.equal(source[0].to(torch.float32),
+                                                        start.source.to(torch.float32))))
+    return edit, source, report
+
+
+class _SharedRecorder:
+    """The recorder seen through a source guider whose own previous override differs from the
+    edit guider's: the same state, its own chain."""
+
+    def __init__(self, recorder, previous):
+        self.recorder, self.previous = recorder, previous
+
+    def __call__(self, func, *args, **kwargs):
+        return self.recorder.chained(self.previous, func, *args, **kwargs)

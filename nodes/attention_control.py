@@ -1,0 +1,104 @@
+"""The attention control nodes: an ATTENTION_CONTROL for the Sample nodes (simple and
+advanced), whose edit then reads the source branch's attention in lockstep
+(comfy_adapter/attention.py): mutual self-attention / value injection, and prompt-to-prompt."""
+
+from ..comfy_adapter.attention import (CONTROL_NODE, CONTROL_TYPE, FAMILIES, INJECTIONS, P2P_NODE, make_control,
+                                       make_p2p)
+from .exact_inversion import CATEGORY, SEARCH_ALIASES
+
+_DEFAULTS = "; ".join(
+    f"{name}: {family.source}, {family.inject}, steps {family.steps.start:.2f}-{family.steps.end:.2f}, "
+    f"layers {family.layers.start:.2f}-{family.layers.end:.2f}"
+    for name, family in FAMILIES.items() if name in ("BaseModel", "Flux", "SD3", "WAN21"))
+
+
+def _fraction(default, tooltip):
+    return ("FLOAT", {"default": default, "min": 0.0, "max": 1.0, "step": 0.01, "round": 0.001, "tooltip": tooltip})
+
+
+class ExactAttentionControl:
+    DESCRIPTION = ("Keep the photo's structure in an exact edit: the Sample node runs the source branch "
+                   "(the inversion's prompt and cfg, which retraces the photo exactly) in lockstep with the "
+                   "edit, and the edit's image tokens read the source's keys and values (MasaCtrl's mutual "
+                   "self-attention on SD1.x/SDXL, RF-Edit's value injection on Flux) in a window of steps "
+                   "and layers. Costs one extra model call per call; nothing is stored between steps.")
+    CATEGORY = CATEGORY
+    SEARCH_ALIASES = SEARCH_ALIASES + ["masactrl", "mutual self-attention", "rf-edit", "attention injection",
+                                       "prompt to prompt", "structure"]
+    RETURN_TYPES = (CONTROL_TYPE,)
+    OUTPUT_TOOLTIPS = ("The control, for a Sample node's attention_control input (Exact Sample (Advanced) "
+                       "also needs the source guider).",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "preset": (["auto", "custom"], {"default": "auto", "tooltip":
+                       "auto: the model family's defaults from the papers (" + _DEFAULTS + "; step and layer "
+                       "windows are fractions of the run's steps and of the self-attention layers in call "
+                       "order). custom: the inject and window inputs below."}),
+            "inject": (list(INJECTIONS), {"default": INJECTIONS[0], "tooltip":
+                       "custom only. keys and values: the edit's queries attend to the source's image tokens "
+                       "(MasaCtrl). values: only the values are the source's (RF-Edit), a lighter hold."}),
+            "step_start": _fraction(4 / 50, "custom only. First step of the window, as a fraction of the "
+                                    "steps (MasaCtrl: step 4 of 50 = 0.08)."),
+            "step_end": _fraction(1.0, "custom only. End of the step window (exclusive), as a fraction; "
+                                  "equal to step_start: no control at all."),
+            "layer_start": _fraction(10 / 16, "custom only. First controlled layer, as a fraction of the "
+                                     "self-attention layers in call order (MasaCtrl: layer 10 of 16, the "
+                                     "UNet's decoder = 0.625)."),
+            "layer_end": _fraction(1.0, "custom only. End of the layer window (exclusive), as a fraction."),
+        }, "optional": {
+            "source_positive": ("CONDITIONING", {"tooltip":
+                                "The prompt that describes the photo: the one Invert used. The simple Sample "
+                                "nodes need it for the source branch (with their negative and the cfg Invert "
+                                "recorded); Exact Sample (Advanced) takes a source GUIDER instead."}),
+        }}
+
+    def make(self, preset, inject, step_start, step_end, layer_start, layer_end, source_positive=None):
+        return (make_control(preset, inject, step_start, step_end, layer_start, layer_end, source_positive),)
+
+
+class ExactPromptToPrompt:
+    DESCRIPTION = ("Prompt-to-prompt on an exact edit (UNet models: SD1.x, SDXL): in a window of steps the "
+                   "edit's cross-attention keeps the source's maps on the words the two prompts share or swap "
+                   "one for one (\"dog\" -> \"cat\"), so the swapped word lands where the old one was, and "
+                   "chosen words' maps are scaled. The source branch runs in lockstep, as with Exact Attention "
+                   "Control, which it can be combined with (attention_control input).")
+    CATEGORY = CATEGORY
+    SEARCH_ALIASES = SEARCH_ALIASES + ["prompt to prompt", "p2p", "cross-attention", "word swap", "reweight"]
+    RETURN_TYPES = (CONTROL_TYPE,)
+    OUTPUT_TOOLTIPS = ("The control, for a Sample node's attention_control input.",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "clip": ("CLIP", {"tooltip": "The CLIP that encoded both prompts: its tokenizer aligns their words."}),
+            "source_text": ("STRING", {"multiline": True, "default": "", "tooltip":
+                            "The text of the prompt Invert used, as typed in its CLIP Text Encode."}),
+            "edit_text": ("STRING", {"multiline": True, "default": "", "tooltip":
+                          "The text of the edit prompt, as typed in its CLIP Text Encode."}),
+            "step_start": _fraction(0.0, "First step in which the edit takes the source's cross-attention "
+                                    "maps, as a fraction of the steps."),
+            "step_end": _fraction(0.8, "End of that window (exclusive), as a fraction; prompt-to-prompt's "
+                                  "default 0.8 leaves the last steps free to render the new word's detail."),
+            "reweight": ("STRING", {"default": "", "tooltip":
+                         "Optional: words of edit_text with weights that scale their attention maps, as "
+                         "\"cat:2, beach:0.5\" (prompt-to-prompt's reweighting, in the same window)."}),
+        }, "optional": {
+            "attention_control": (CONTROL_TYPE, {"tooltip": "Optional: an Exact Attention Control to combine "
+                                  "with (mutual self-attention plus prompt-to-prompt)."}),
+            "source_positive": ("CONDITIONING", {"tooltip":
+                                "The prompt that describes the photo (the one Invert used), for the simple "
+                                "Sample nodes' source branch, unless the connected attention_control has it."}),
+        }}
+
+    def make(self, clip, source_text, edit_text, step_start, step_end, reweight="", attention_control=None,
+             source_positive=None):
+        return (make_p2p(clip, source_text, edit_text, step_start, step_end, reweight, attention_control,
+                         source_positive),)
+
+
+NODE_CLASS_MAPPINGS = {"ExactAttentionControl": ExactAttentionControl, "ExactPromptToPrompt": ExactPromptToPrompt}
+NODE_DISPLAY_NAME_MAPPINGS = {"ExactAttentionControl": CONTROL_NODE, "ExactPromptToPrompt": P2P_NODE}
