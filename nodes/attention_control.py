@@ -24,7 +24,7 @@ class ExactAttentionControl:
                    "and layers. Costs one extra model call per call; nothing is stored between steps.")
     CATEGORY = CATEGORY
     SEARCH_ALIASES = SEARCH_ALIASES + ["masactrl", "mutual self-attention", "rf-edit", "attention injection",
-                                       "prompt to prompt", "structure"]
+                                       "structure"]
     RETURN_TYPES = (CONTROL_TYPE,)
     OUTPUT_TOOLTIPS = ("The control, for a Sample node's attention_control input (Exact Sample (Advanced) "
                        "also needs the source guider).",)

@@ -193,6 +193,8 @@ def test_template_browser_shows_the_thumbnails(server, page):
     page.on("response", lambda r: fetched.add(r.url.rsplit("/", 1)[-1]) if (
         f"/workflow_templates/{PACK_NAME}/" in r.url and r.url.endswith(".jpg") and r.ok) else None)
     close_dialogs(page)
+    viewport = page.viewport_size
+    page.set_viewport_size({"width": 1920, "height": 2400})  # every card in view at once
     page.get_by_role("button", name="Templates").click()
     page.get_by_text(PACK_NAME, exact=True).click()
     for name in names:  # each card's title
@@ -200,6 +202,8 @@ def test_template_browser_shows_the_thumbnails(server, page):
     drawn = 0
     deadline = time.time() + 20
     while time.time() < deadline:
+        for name in names:  # the frontend loads a card's picture when the card is in view
+            page.get_by_role("heading", name=name, exact=True).first.scroll_into_view_if_needed()
         drawn = page.evaluate("() => [...document.querySelectorAll('img')].filter("
                               "i => i.complete && i.naturalWidth === 640).length")
         if drawn >= len(names) and fetched >= {f"{name}.jpg" for name in names}:
@@ -209,3 +213,4 @@ def test_template_browser_shows_the_thumbnails(server, page):
     assert drawn == len(names)
     page.screenshot(path=os.path.join(ARTIFACTS, "template_thumbnails.png"))
     close_dialogs(page)
+    page.set_viewport_size(viewport)
