@@ -70,16 +70,13 @@ def run_parts(comfy, out_dir, parts, sizes, ckpt=None, images=None):
         results["scaling"] = scaling.run(comfy, out_dir, **sizes["scaling"])
     if "convergence" in parts:
         results["convergence"] = convergence.run(out_dir, **sizes["convergence"])
-    if "edits" in parts:
-        options = dict(sizes["edits"])
-        if options.get("training") == "quick":
-            options["training"] = learned_model.best_cached(learned_model.FULL, learned_model.TEST, learned_model.QUICK)
-        results["edits"] = edits.run(comfy, out_dir, **options)
-    if "controls" in parts:
-        options = dict(sizes["controls"])
-        if options.get("training") == "quick":
-            options["training"] = learned_model.best_cached(learned_model.FULL, learned_model.TEST, learned_model.QUICK)
-        results["controls"] = controls.run(comfy, out_dir, **options)
+    for name, module in (("edits", edits), ("controls", controls)):  # the parts on the learned model
+        if name in parts:
+            options = dict(sizes[name])
+            if options.get("training") == "quick":
+                options["training"] = learned_model.best_cached(learned_model.FULL, learned_model.TEST,
+                                                                learned_model.QUICK)
+            results[name] = module.run(comfy, out_dir, **options)
     return results
 
 

@@ -393,11 +393,11 @@ def sample_simple(node, model, positive, negative, latent, cfg, seed, schedule, 
     if not following:
         schedule = schedule.validated(node, method)
     source_guider = None
-    if control is not None and control.source_positive is None:
-        raise NodeInputError(node, "attention_control", "the control carries no source prompt, which the "
-                             "simple Sample nodes build the source branch from.",
-                             "Connect the prompt Invert used to the control's source_positive input.")
     if control is not None:
+        if control.source_positive is None:
+            raise NodeInputError(node, "attention_control", "the control carries no source prompt, which the "
+                                 "simple Sample nodes build the source branch from.",
+                                 "Connect the prompt Invert used to the control's source_positive input.")
         record = read_record(latent) or {}
         source_guider = simple_guider(model, control.source_positive, negative, record.get("cfg", cfg))
     return sample(node, simple_guider(model, positive, negative, cfg), latent, method,

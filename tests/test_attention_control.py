@@ -142,7 +142,7 @@ def test_lockstep_exactness_and_calls(comfy, figures, name, method):
         row["values_change_vs_plain_edit"] = relative_error(values["exact_inversion"]["branch"],
                                                             plain["exact_inversion"]["branch"])
         row["auto_injected_calls"] = auto["exact_inversion"]["attention_control"]["injected_calls"]
-        assert row["values_change_vs_plain_edit"] > 1e-9
+        assert row["values_change_vs_plain_edit"] > 1e-4  # smallest measured: AuraFlow 3.0e-4
     print(f"\n[attention] {name} {method}: source end {report['source_end_error']:.2e} "
           f"(bit-equal {report['source_end_bit_equal']}), edit change {change:.3g}, injected "
           f"{report['injected_calls']}, calls {plain_calls} -> {edited_calls}")
@@ -151,8 +151,8 @@ def test_lockstep_exactness_and_calls(comfy, figures, name, method):
     round_trip_error = relative_error(back["exact_inversion"]["branch"], c.latent["samples"])
     row["round_trip_error"] = round_trip_error
     assert report["source_end_error"] == round_trip_error
-    # far above float64 rounding (1e-14); the smallest measured: O-BELM on qwen_image 1.5e-7
-    assert report["injected_calls"] > 0 and change > 1e-9
+    # the smallest measured: AuraFlow 3.4e-4, Qwen-Image 2.4e-3 (the others 0.05 to 0.94)
+    assert report["injected_calls"] > 0 and change > 1e-4
     assert edited_calls == 2 * plain_calls
 
 
@@ -319,7 +319,8 @@ def test_prompt_to_prompt(comfy, figures, name, method):
         p2p_calls=report["p2p_calls"])
     print(f"\n[p2p] {name} {method}: swap {swap:.3g}, reweight {weight_change:.3g}, with self-attention "
           f"{both_change:.3g}, {report['p2p_calls']} calls")
-    assert swap > 1e-9 and weight_change > 1e-9 and both_change > 1e-9
+    # measured: swap 0.16 to 0.57, reweight 0.12 to 0.17, with self-attention 0.41 to 0.92
+    assert swap > 0.05 and weight_change > 0.05 and both_change > 0.05
 
 
 def test_prompt_to_prompt_bad_input(comfy):
