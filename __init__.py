@@ -1,4 +1,4 @@
-"""ComfyUI entry point of the exact-inversion node pack (EDICT, BDIA, O-BELM)."""
+"""ComfyUI entry point of the exact-inversion node pack (EDICT, BDIA, O-BELM, Rex)."""
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 

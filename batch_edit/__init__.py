@@ -1,9 +1,9 @@
 """Batch editing through ComfyUI's HTTP API: every image of a manifest inverted once (with any
-exact method of the pack: EDICT, BDIA, O-BELM) and edited with each of its edit prompts, on
+exact method of the pack: EDICT, BDIA, O-BELM, Rex) and edited with each of its edit prompts, on
 one or more ComfyUI servers.
 
     python -m batch_edit MANIFEST --server URL [--server URL ...] --out DIR
-        [--method edict|bdia|obelm] [--steps 50] [--cfg 3] [--denoise D] [--scheduler S] [--ckpt NAME]
+        [--method edict|bdia|obelm|rex] [--steps 50] [--cfg 3] [--denoise D] [--scheduler S] [--ckpt NAME]
 
 Run it from the pack's folder (ComfyUI/custom_nodes/<this pack>), with ComfyUI's own Python
 or any other that has torch, numpy, safetensors and tqdm. The servers are ordinary ComfyUI

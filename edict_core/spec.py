@@ -199,7 +199,8 @@ SPECS = {spec.name: spec for spec in (
         pair="one noisy state x, carrying its partner x_hat",
         # bench/results/convergence.md: rk4 reaches O-BELM's 50-call error at about 90 calls
         # (11 steps) and passes it beyond; under 100 calls O-BELM is the better buy.
-        advice=("RK4 (the default) is fourth order at 8 model calls a step, so 50 steps cost 400 calls: "
+        advice=("RK4 (the default) is fourth order at 8 model calls a step, so its default 20 steps cost "
+                "160 calls, as many as 160 BDIA steps: "
                 "it overtakes O-BELM's accuracy only past about 90 calls (11 steps), and its error then "
                 "falls about 15x per doubling of the steps against O-BELM's 4x."),
         invert=rex.invert_rex, sample=rex.sample_rex, start_clean=twin, start_noisy=twin,

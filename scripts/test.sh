@@ -36,15 +36,21 @@ subset_tests() {
 
 # run_on VERSION PYTEST_ARGS...: set up that ComfyUI (empty VERSION: setup.sh's choice, or
 # COMFYUI_PATH) and run pytest on it.
+# Prints the wall time of its set-up and of its tests ("== set-up ... N s", "== tests ... N s").
 run_on() {
-  local setup_output venv path version
+  local setup_output venv path version started
+  started=$SECONDS
   setup_output="$(COMFYUI_VERSION="$1" bash "$repo/scripts/setup.sh")" || return
+  echo "== set-up of ComfyUI ${1:-(setup.sh's choice)}: $((SECONDS - started)) s" >&2
   shift
   venv="$(sed -n 's/^VENV=//p' <<<"$setup_output")"
   path="$(sed -n 's/^COMFYUI_PATH=//p' <<<"$setup_output")"
   version="$(sed -n 's/^COMFYUI_VERSION=//p' <<<"$setup_output")"
   echo "== pytest on ComfyUI $version ($path, $venv)" >&2
-  COMFYUI_PATH="$path" COMFYUI_VERSION="$version" "$venv/bin/python" -m pytest -ra "$@"
+  started=$SECONDS
+  COMFYUI_PATH="$path" COMFYUI_VERSION="$version" "$venv/bin/python" -m pytest -ra --durations=15 "$@" \
+    || { local rc=$?; echo "== tests on ComfyUI $version: $((SECONDS - started)) s (exit $rc)" >&2; return $rc; }
+  echo "== tests on ComfyUI $version: $((SECONDS - started)) s" >&2
 }
 
 if [ "${1:-}" != "--both-versions" ]; then
