@@ -1,5 +1,6 @@
 """A real ComfyUI for the tests, the bench and the demo (not part of the node pack).
 
+- `harness.paths`: where the repository and ComfyUI are, and ComfyUI made importable.
 - `harness.comfy`: ComfyUI in this process with the pack loaded, the tiny checkpoint, helpers
   to run nodes, count model calls and measure errors.
 - `harness.tiny_checkpoint`: the tiny seeded SD1.x checkpoint.

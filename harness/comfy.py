@@ -13,17 +13,10 @@ import sys
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .paths import REPO, comfyui_path, import_comfyui  # noqa: F401  (REPO, comfyui_path: re-exported)
+
 PACK_NAME = "comfyui-exact-inversion"
 CKPT_NAME = "tiny_sd15.safetensors"
-
-
-def comfyui_path():
-    path = os.environ.get("COMFYUI_PATH") or os.path.join(REPO, ".comfyui", "ComfyUI")
-    if not os.path.isfile(os.path.join(path, "main.py")):
-        raise RuntimeError(f"no ComfyUI at {path}: run scripts/setup.sh, or set COMFYUI_PATH to a "
-                           "ComfyUI checkout.")
-    return os.path.abspath(path)
 
 
 def make_base_directory(base):
@@ -45,13 +38,7 @@ def make_base_directory(base):
 def start_comfy_in_process(base):
     """Import ComfyUI in this process (CPU), point it at `base`, load its built-in extra
     nodes and this pack through nodes.load_custom_node. Returns ComfyUI's `nodes` module."""
-    path = comfyui_path()
-    if sys.path[0] != path:
-        sys.path.insert(0, path)  # before the repo: the pack's nodes/ must not shadow nodes.py
-    import comfy.options
-    comfy.options.enable_args_parsing(False)
-    from comfy.cli_args import args
-    args.cpu = True
+    import_comfyui()
     import folder_paths
     folder_paths.set_output_directory(os.path.join(base, "output"))
     folder_paths.set_input_directory(os.path.join(base, "input"))

@@ -13,6 +13,8 @@ import math
 import os
 import sys
 
+from .paths import import_comfyui
+
 UNET_CONFIG = dict(
     image_size=32, in_channels=4, out_channels=4, model_channels=320, num_res_blocks=[1],
     channel_mult=[1], num_heads=8, use_spatial_transformer=True, transformer_depth=[1],
@@ -23,14 +25,7 @@ UNET_CONFIG = dict(
 
 def _import_comfy():
     if "comfy.cli_args" not in sys.modules:
-        from .comfy import comfyui_path
-        path = comfyui_path()
-        if path not in sys.path:
-            sys.path.insert(0, path)
-        import comfy.options
-        comfy.options.enable_args_parsing(False)
-        from comfy.cli_args import args
-        args.cpu = True
+        import_comfyui()
 
 
 def _initialise(module, generator, out_scale=1.0):

@@ -3,6 +3,7 @@ across sessions, with nothing lost (comfy_adapter.storage)."""
 
 import hashlib
 import os
+import time
 
 import folder_paths
 
@@ -25,15 +26,53 @@ def _inside(directory, path):
         return False
 
 
+# {directory: (mtime_ns, .inversion file names, subdirectory names)} of every folder listed: a
+# folder whose mtime is unchanged is not read again, so a listing with 20,000 images in output/
+# costs one stat per folder, not a read of every entry (the listing runs on every /object_info,
+# validation, IS_CHANGED and load).
+_FOLDERS = {}
+# A folder changed this recently may change again within the same mtime tick: it is read again.
+_RECENT_NS = 2_000_000_000
+
+
+def _folder(directory):
+    """(.inversion file names, subdirectory names) directly in `directory` (symlinked folders
+    are not entered, as os.walk does not), read again only when its mtime moved."""
+    try:
+        mtime = os.stat(directory).st_mtime_ns
+    except OSError:
+        _FOLDERS.pop(directory, None)
+        return [], []
+    cached = _FOLDERS.get(directory)
+    if cached and cached[0] == mtime and time.time_ns() - mtime > _RECENT_NS:
+        return cached[1], cached[2]
+    files, folders = [], []
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.name)
+                elif entry.name.endswith(storage.EXTENSION):
+                    files.append(entry.name)
+    except OSError:  # unreadable: listed as empty, as os.walk skips it
+        files, folders = [], []
+    _FOLDERS[directory] = (mtime, files, folders)
+    return files, folders
+
+
 def _files_under(directory):
     """The .inversion files under `directory`, subfolders included, as paths relative to it
     with "/" separators; a symlink leading out of `directory` is left out."""
-    found = []
-    for root, _, files in os.walk(directory):
+    found, pending = [], [""]
+    while pending:
+        relative = pending.pop()
+        files, folders = _folder(os.path.join(directory, relative) if relative else directory)
         for name in files:
-            path = os.path.join(root, name)
-            if name.endswith(storage.EXTENSION) and os.path.isfile(path) and _inside(directory, path):
-                found.append(os.path.relpath(path, directory).replace(os.sep, "/"))
+            name = f"{relative}/{name}" if relative else name
+            path = os.path.join(directory, name)
+            if os.path.isfile(path) and _inside(directory, path):
+                found.append(name)
+        pending.extend(f"{relative}/{folder}" if relative else folder for folder in folders)
     return sorted(found)
 
 

@@ -164,6 +164,8 @@ def test_publish_workflow_follows_the_publish_node_action():
     steps = flow["jobs"]["publish-node"]["steps"]
     publish = [s for s in steps if str(s.get("uses", "")).startswith("Comfy-Org/publish-node-action@")]
     assert len(publish) == 1
+    # the action that holds the registry secret runs a reviewed commit, never a moving branch or tag
+    assert re.fullmatch(r"Comfy-Org/publish-node-action@[0-9a-f]{40}", publish[0]["uses"]), publish[0]["uses"]
     assert publish[0]["with"] == {"personal_access_token": "${{ secrets.REGISTRY_ACCESS_TOKEN }}"}
     assert publish[0]["if"] == "steps.version.outputs.changed == 'true'"
 

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import time
 
 import pytest
 import torch
@@ -501,3 +502,36 @@ def test_after_every_refusal_a_save_load_and_edit_round_trip(comfy, scene, saved
     loaded = run_node(comfy, "LoadInvertedLatent", inverted_latent=name)
     assert_same_inversion(loaded, saved["inverted"])
     assert torch.equal(sample(comfy, scene, "BDIA", loaded, positive="edit")["samples"], saved["edited"]["samples"])
+
+
+def test_the_listing_reads_a_folder_again_only_when_it_changed(comfy, saved):
+    """Load Inverted Latent's list follows the folders (a file added in a subfolder, a file
+    removed) while a folder whose mtime stands still is not read again: its entries are taken
+    from the listing's cache (a stale cache entry planted for an unchanged folder shows)."""
+    import folder_paths
+
+    storage_nodes = pack_module("nodes.storage")
+    folder = os.path.join(folder_paths.get_input_directory(), "listing_test", "deeper")
+    os.makedirs(folder, exist_ok=True)
+    _, source = save_to_output(comfy, saved["inverted"], "listing_test/x")
+    shutil.copy(source, os.path.join(folder, "a.inversion"))
+    assert "listing_test/deeper/a.inversion" in listed(comfy)
+    os.remove(os.path.join(folder, "a.inversion"))
+    assert "listing_test/deeper/a.inversion" not in listed(comfy)
+    shutil.copy(source, os.path.join(folder, "b.inversion"))
+    assert "listing_test/deeper/b.inversion" in listed(comfy)
+    # an unchanged folder (mtime set into the past, so not "recent") is served from the cache
+    past = time.time() - 60
+    os.utime(folder, (past, past))
+    listed(comfy)
+    mtime, files, folders = storage_nodes._FOLDERS[folder]
+    assert files == ["b.inversion"] and mtime == os.stat(folder).st_mtime_ns
+    storage_nodes._FOLDERS[folder] = (mtime, ["b.inversion", "planted.inversion"], folders)
+    open(os.path.join(folder, "planted.inversion"), "wb").close()
+    os.utime(folder, (past, past))  # the new file, but the folder's mtime as it was
+    assert "listing_test/deeper/planted.inversion" in listed(comfy)  # from the cache, not a read
+    os.remove(os.path.join(folder, "planted.inversion"))
+    os.utime(folder, None)  # the mtime moves: read again
+    assert "listing_test/deeper/planted.inversion" not in listed(comfy)
+    shutil.rmtree(os.path.join(folder_paths.get_input_directory(), "listing_test"))
+    assert not any(n.startswith("listing_test/") and not n.endswith(" [output]") for n in listed(comfy))
