@@ -133,10 +133,10 @@ def averaged(rows):
     return out
 
 
-def run(comfy, out_dir, scenes_count=12, cfgs=(3.0,), denoise=1.0, steps=50, method_names=None, training=None):
-    """Load (or train) the learned model, run every row and write controls.md. Returns figures."""
+def run(comfy, out_dir, scenes_count=12, cfgs=(3.0,), denoise=1.0, steps=50, method_names=None):
+    """Load the committed learned model, run every row and write controls.md. Returns figures."""
     started = time.perf_counter()
-    learned = lm.load_or_train(comfy, training or lm.FULL)
+    learned = lm.load(comfy)
     method_names = tuple(method_names or methods.METHODS)
     rows, pictures = measure(comfy, learned, scenes_count, cfgs, denoise, steps, method_names)
     avg = averaged(rows)
@@ -154,8 +154,8 @@ def run(comfy, out_dir, scenes_count=12, cfgs=(3.0,), denoise=1.0, steps=50, met
                                f" (ratio {ddim['structure'] / max(v['structure'], 1e-9):.2f}), background PSNR "
                                f"{v['psnr']:.1f} vs {ddim['psnr']:.1f} dB, hit {v['hit']:.2f} vs {ddim['hit']:.2f}")
     text = (
-        f"The learned model of the edits part ({learned.info['parameters'] / 1e6:.2f}M parameters, key "
-        f"{learned.info['key']}); {scenes_count} held-out scenes as one batch, {edits.steps_text(steps)}, "
+        f"The committed learned model ({learned.info['parameters'] / 1e6:.2f}M parameters, sha256 "
+        f"{learned.info['sha256'][:12]}..., [learned_model.md](learned_model.md)); {scenes_count} held-out scenes as one batch, {edits.steps_text(steps)}, "
         f"denoise {denoise:g}, cfg " + ", ".join(f"{c:g}" for c in cfgs) + "; the exact methods at their "
         "nodes' defaults (EDICT's pair averaged by Latent Pair Mix 0.5). Rows: " + ", ".join(ROWS) + ". "
         "Structure distance: 1 - IoU of the edit's shape mask with the source's (colour and background edits); "

@@ -33,6 +33,7 @@ import edict_core as core
 from edict_core.spec import SPECS
 
 from . import analytic_model as am
+from .reference import rk4_solve
 from . import report
 
 RK4_STEPS = (1000, 2000)
@@ -133,22 +134,7 @@ class Scene:
 
 def reference_solve(scene, model, x, start, steps, rho=7.0):
     """RK4 on dx/dsigma = (x - D) / sigma in u, sigma = (a + u (b - a))^rho, from start to the floor."""
-    a, b = start ** (1 / rho), scene.floor ** (1 / rho)
-
-    def f(x, u):
-        base = a + u * (b - a)
-        sigma = base ** rho
-        return (x - model(x, sigma)) / sigma * (rho * base ** (rho - 1) * (b - a))
-
-    h = 1.0 / steps
-    for i in range(steps):
-        u = i * h
-        k1 = f(x, u)
-        k2 = f(x + h / 2 * k1, u + h / 2)
-        k3 = f(x + h / 2 * k2, u + h / 2)
-        k4 = f(x + h * k3, u + h)
-        x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-    return x
+    return rk4_solve(model, x, start, scene.floor, steps, rho)
 
 
 def fit_order(points):

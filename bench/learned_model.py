@@ -1,10 +1,15 @@
-"""A tiny text-to-image model that has learned its prompts: ComfyUI's SD1.5 model, trained here.
+"""A tiny text-to-image model that has learned its prompts: ComfyUI's SD1.5 model, trained once.
 
 The model is comfy.supported_models.SD15 (model_base.BaseModel, EPS, SD1.5 latent format)
 over a small unet_config, built as harness/tiny_models.py builds its families, and wrapped in a
 ModelPatcher, so every node of the pack and of ComfyUI runs it as it runs SD1.5. It is trained
 on bench/scenes.py's procedural scenes, conditioned through the tiny checkpoint's real CLIP-L
-and CLIPTextEncode (`clip_separation` measures that the random encoder keeps the words apart).
+and CLIPTextEncode (prompt-to-prompt aligns that encoder's tokens).
+
+Its weights are committed: WEIGHTS (float16 safetensors) and MANIFEST (configuration, seed,
+steps, training time, final loss, accuracy, the file's sha256) under bench/. `load` checks the
+digest and the configuration against the manifest, so every machine measures the same model
+and nothing is trained outside `python -m bench.learned_model --train`.
 
 The latent is the scene itself: a 16 x 16 picture's RGB mapped to [-1, 1] plus its grey level
 as the fourth channel, in model space; the LATENT holds that divided by the SD1.5 scale factor
@@ -12,20 +17,31 @@ as the fourth channel, in model space; the LATENT holds that divided by the SD1.
 so a latent is shown directly as a picture, and pixel MSE is latent MSE over the RGB channels
 times (scale / 2)^2.
 
+The UNet has SD1.5's layout at a tenth of its width (model_channels 32 against 320), on three
+levels (16 x 16, 8 x 8, 4 x 4) where SD1.5 has four,
+a transformer (self-attention, then cross-attention to CLIP-L's 77 tokens) after every
+ResBlock of every level and in the middle: 10 transformer blocks in call order (SD1.5: 16 at 4
+resolutions), so attention control's layer windows (MasaCtrl's decoder layers, P2P's every
+cross-attention) select what they select on SD1.5.
+
 Training: the EPS objective at the model's own model_sampling noise levels (timesteps uniform
 over its 1000 sigmas), AdamW with warm-up and cosine decay, the weights' moving average kept,
 the prompt dropped to the empty caption 10% of the time (classifier-free guidance), all from
-one seed. The weights are cached
-outside git in the cache directory (CACHE, keyed by a hash of the configuration and the seed)
-and loaded on later runs; nothing is committed.
+one seed, with min-SNR loss weighting. The random CLIP-L's caption-dependent part is a small
+share of its output's energy, so the cross-attention key and value projections start on the
+directions where the captions differ most (`initialise_cross_attention`); on the earlier, smaller
+UNet that learned no faster over 800 steps (colour 0.33 against 0.34 with random projections), and
+it stays because the committed model was trained so. Everything else starts as
+tiny_models.initialise seeds it.
 
-API, for the bench and the tests (and attention control to come):
-    learned = load_or_train(comfy, FULL)        # Learned: model (MODEL), clip, info
+API, for the bench and the tests:
+    learned = load(comfy)                                # Learned: model (MODEL), clip, info (the manifest)
     cond = conditioning(comfy, learned.clip, captions)   # CONDITIONING [B, 77, 768]
     latent = encode(images); images = decode(latent["samples"])
-    figures = accuracy(comfy, learned)          # colour / shape / background on held-out scenes
+    figures = accuracy(comfy, learned)                   # colour / shape / background on held-out scenes
 """
 
+import argparse
 import hashlib
 import json
 import math
@@ -37,17 +53,16 @@ import torch
 
 from . import scenes
 
-CACHE = os.environ.get("EXACT_INVERSION_CACHE") or os.path.join(
-    os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "comfyui-exact-inversion")
-FORMAT = 1  # bump when the scenes, the latent or the training loop change: old caches stop matching
+HERE = os.path.dirname(os.path.abspath(__file__))
+WEIGHTS = os.path.join(HERE, "learned_model.safetensors")
+MANIFEST = os.path.join(HERE, "learned_model.json")
+RETRAIN = "python -m bench.learned_model --train"
+FORMAT = 2  # bump when the scenes, the latent or the training loop change: the manifest must match it
 
-# Two levels (16 x 16 and 8 x 8); the transformers (self- and cross-attention over the 77 CLIP
-# tokens) only at 8 x 8, where attention costs a sixteenth: 0.30 s per batch-32 training step
-# on one loaded core against 0.93 s with a transformer at 16 x 16 (1.4 s at model_channels 64).
 UNET = dict(
-    image_size=scenes.SIZE, in_channels=4, out_channels=4, model_channels=32, num_res_blocks=[1, 1],
-    channel_mult=[1, 2], num_heads=4, use_spatial_transformer=True, transformer_depth=[0, 1],
-    transformer_depth_middle=1, transformer_depth_output=[0, 0, 1, 1], context_dim=768, legacy=False,
+    image_size=scenes.SIZE, in_channels=4, out_channels=4, model_channels=32, num_res_blocks=[1, 1, 1],
+    channel_mult=[1, 2, 4], num_heads=4, use_spatial_transformer=True, transformer_depth=[1, 1, 1],
+    transformer_depth_middle=1, transformer_depth_output=[1, 1, 1, 1, 1, 1], context_dim=768, legacy=False,
     use_linear_in_transformer=False, adm_in_channels=None, use_checkpoint=False,
     use_temporal_resblock=False, use_temporal_attention=False)
 
@@ -63,27 +78,25 @@ class Training:
     # The weights kept are an exponential moving average of the trained ones (decay
     # min(ema, (1 + step) / (10 + step))): a short, noisy training's samples are far cleaner so.
     ema: float = 0.999
+    # Min-SNR weighting (Hang et al., ICCV 2023): each sample's EPS loss times min(1, gamma * sigma^2)
+    # (min(SNR, gamma) / SNR with SNR = 1 / sigma^2), so the nearly clean levels, where the noise
+    # is hardest to see and matters least, stop dominating the gradient.
+    snr_gamma: float = 5.0
 
 
-# The bench's model: about 13 minutes on 2 idle cores (0.19 s per step). 1600 steps (760 s on
-# one loaded core, loss 0.0207) learned colour 0.35, shape 0.22, background 0.09: its pictures
-# still carried noise left by weak denoising at low noise levels.
-FULL = Training(steps=4000)
-TEST = Training(steps=300)  # the tests' fixture: learns colour in about a minute
-QUICK = Training(steps=4, warmup=1)  # the bench's --quick: the code path, nothing learned
+MODEL = Training(steps=3000)  # the committed model's training (its manifest holds what it took)
+ACCURACY = dict(count=200, cfgs=(3.0, 7.5), steps=30)  # how the manifest's figures are measured
+
+
+class LearnedModelError(RuntimeError):
+    """The committed model cannot be loaded as it is: the message names the file and the fix."""
 
 
 @dataclass
 class Learned:
     model: object  # MODEL (ModelPatcher of the SD15 BaseModel)
     clip: object  # CLIP (the tiny checkpoint's CLIP-L)
-    info: dict  # training: config, seconds, loss, cache path, loaded or trained
-
-
-def cache_key(training):
-    blob = json.dumps({"unet": UNET, "training": asdict(training), "format": FORMAT,
-                       "captions": scenes.all_captions(), "size": scenes.SIZE}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    info: dict  # the manifest, plus path and parameters
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,32 +146,27 @@ def conditioning(comfy, clip, captions):
     return [[context, extra]]
 
 
+class CaptionTable(dict):
+    """{caption: context [77, 768]} through CLIPTextEncode, each caption encoded when first
+    asked for (so a few training steps encode a few captions, not the grammar's 360)."""
+
+    def __init__(self, comfy, clip):
+        super().__init__()
+        self.comfy, self.clip = comfy, clip
+
+    def __missing__(self, caption):
+        value = encode_caption(self.comfy, self.clip, caption)[0][0][0].clone()
+        self[caption] = value
+        return value
+
+
 def caption_table(comfy, clip):
-    """{caption: [77, 768]} for every caption of the grammar and the empty one, through
-    CLIPTextEncode; cached in CACHE (a minute of CLIP-L on a CPU), keyed by the captions and
-    a hash of the tiny checkpoint file the CLIP came from."""
-    from safetensors.torch import load_file, save_file
-
-    captions = scenes.all_captions() + [""]
-    digest = hashlib.sha256(json.dumps(captions).encode())
-    with open(_checkpoint_path(comfy), "rb") as f:  # the seeded tiny checkpoint: same seed, same file
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    path = os.path.join(CACHE, f"captions-{digest.hexdigest()[:16]}.safetensors")
-    if os.path.exists(path):
-        stacked = load_file(path)["context"]
-    else:
-        stacked = torch.cat([encode_caption(comfy, clip, c)[0][0] for c in captions]).contiguous()
-        os.makedirs(CACHE, exist_ok=True)
-        save_file({"context": stacked}, path + ".part")
-        os.replace(path + ".part", path)
-    return dict(zip(captions, stacked))
-
-
-def _checkpoint_path(comfy):
-    from harness.comfy import CKPT_NAME
-
-    return os.path.join(comfy.tiny["base"], "models", "checkpoints", CKPT_NAME)
+    """CaptionTable of every caption of the grammar and the empty one (about a minute of CLIP-L
+    on 2 cores; computed where it is needed, never cached on disk)."""
+    table = CaptionTable(comfy, clip)
+    for c in scenes.all_captions() + [""]:
+        table[c]
+    return table
 
 
 def clip_share(table):
@@ -176,8 +184,7 @@ def clip_separation(table):
     Returns {attribute: (explained variance fraction, accuracy)}."""
     rows = [(c, scenes.parse(c)) for c in table if c]
     flat = torch.stack([table[c].flatten().double() for c, _ in rows])
-    centred = flat - flat.mean(0)
-    total = float((centred ** 2).sum())
+    total = float(((flat - flat.mean(0)) ** 2).sum())
     out = {}
     for attribute in ("color", "shape", "bg_color", "background"):
         labels = [getattr(s, attribute) for _, s in rows]
@@ -197,7 +204,7 @@ def clip_separation(table):
 
 
 # ---------------------------------------------------------------------------------------------
-# the model, its training and its cache
+# the model and its training
 
 def build_model(seed=0):
     """A fresh SD15 BaseModel over UNET with seeded weights (tiny_models.initialise)."""
@@ -209,9 +216,47 @@ def build_model(seed=0):
     return model
 
 
-def train(model, table, training, log=print):
-    """Train `model` (BaseModel) in place, leaving it at the averaged weights. Returns {seconds,
-    loss (of the trained weights, mean of the last 10%), seconds_per_step}."""
+def caption_directions(table, ridge=1e-3):
+    """The token directions along which the captions differ most, relative to all a token
+    carries: [768, 768] rows v (best first) solving S_caption v = lambda S_total v, scaled so
+    that v^T S_total v = 1, and the lambdas (the caption-dependent share along each). S_total is
+    the second moment of every token of every caption, S_caption that of the tokens less their
+    position's mean over the captions (what a per-token linear layer cannot tell from a constant
+    is the position's mean)."""
+    tokens = torch.stack([v for c, v in table.items() if c]).double()  # [C, 77, 768]
+    varying = (tokens - tokens.mean(0, keepdim=True)).flatten(0, 1)
+    tokens = tokens.flatten(0, 1)
+    total = tokens.T @ tokens / len(tokens)
+    total += ridge * total.diagonal().mean() * torch.eye(len(total), dtype=total.dtype)
+    caption = varying.T @ varying / len(varying)
+    inverse = torch.linalg.inv(torch.linalg.cholesky(total))
+    shares, vectors = torch.linalg.eigh(inverse @ caption @ inverse.T)
+    order = shares.argsort(descending=True)
+    return (inverse.T @ vectors)[:, order].T.float(), shares[order].float()
+
+
+def initialise_cross_attention(model, table, seed=0):
+    """Start every cross-attention's key and value projection [inner, 768] on the first
+    `inner` caption_directions, turned by a seeded random rotation: each key and value channel
+    then starts with unit second moment, nearly all of it caption-dependent, where random
+    weights would read the few percent of CLIP-L's output that depends on the caption."""
+    directions, _ = caption_directions(table)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, module in model.diffusion_model.named_modules():
+            if name.endswith("attn2"):
+                for linear in (module.to_k, module.to_v):
+                    inner = linear.weight.shape[0]
+                    rotation = torch.linalg.qr(torch.randn(inner, inner, generator=generator))[0]
+                    linear.weight.copy_(rotation @ directions[:inner])
+
+
+def train(model, table, training, log=print, checkpoint=None, every=500):
+    """Train `model` (BaseModel) in place, leaving it at the averaged weights. table: the
+    contexts by caption (CaptionTable); checkpoint(step, averaged parameters) is called every
+    `every` steps, so a long run interrupted keeps its last average. Returns {seconds, loss (the
+    weighted loss of the trained weights, mean of the last 10%), first_loss (mean of the first
+    10%), seconds_per_step}."""
     torch.manual_seed(training.seed)
     generator = torch.Generator().manual_seed(training.seed)
     network = model.diffusion_model
@@ -238,7 +283,8 @@ def train(model, table, training, log=print):
         noise = torch.randn(x0.shape, generator=generator)
         x = x0 + sigma[:, None, None, None] * noise  # EPS noise_scaling
         out = network(sampling.calculate_input(sigma, x), sampling.timestep(sigma).float(), context=context)
-        loss = torch.nn.functional.mse_loss(out, noise)
+        weight = torch.clamp(training.snr_gamma * sigma ** 2, max=1.0)
+        loss = (weight * ((out - noise) ** 2).mean(dim=(1, 2, 3))).mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
@@ -248,7 +294,9 @@ def train(model, table, training, log=print):
             for mean, p in zip(averaged, network.parameters()):
                 mean.lerp_(p.detach(), 1 - decay)
         losses.append(float(loss.detach()))
-        if log and (step + 1) % max(1, training.steps // 16) == 0:
+        if checkpoint and (step + 1) % every == 0:
+            checkpoint(step + 1, averaged)
+        if log and (step + 1) % max(1, training.steps // 20) == 0:
             log(f"  step {step + 1}/{training.steps}: loss {sum(losses[-50:]) / len(losses[-50:]):.4f}, "
                 f"{time.perf_counter() - start:.0f} s")
     network.eval()
@@ -258,61 +306,96 @@ def train(model, table, training, log=print):
     for p in network.parameters():
         p.requires_grad_(False)
     seconds = time.perf_counter() - start
-    tail = losses[-max(1, len(losses) // 10):]
-    return {"seconds": seconds, "loss": sum(tail) / len(tail), "seconds_per_step": seconds / max(training.steps, 1)}
+    tenth = max(1, len(losses) // 10)
+    return {"seconds": seconds, "loss": sum(losses[-tenth:]) / tenth, "first_loss": sum(losses[:tenth]) / tenth,
+            "seconds_per_step": seconds / max(training.steps, 1)}
 
 
-def load_or_train(comfy, training=FULL, log=print):
-    """The trained model: from CACHE if this configuration and seed were trained before, else
-    trained now (its time printed) and cached. Returns Learned."""
-    from safetensors.torch import load_file, save_file
+# ---------------------------------------------------------------------------------------------
+# the committed file and its manifest
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save(model, weights, manifest_path, info):
+    """Write the UNet's weights as float16 safetensors and the manifest (info plus the file's
+    name and sha256) beside them, each atomically. Returns the manifest dict."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.diffusion_model.state_dict().items()}
+    os.makedirs(os.path.dirname(os.path.abspath(weights)), exist_ok=True)
+    save_file(state, weights + ".part")
+    os.replace(weights + ".part", weights)
+    manifest = dict(info, file=os.path.basename(weights), storage="float16", sha256=sha256(weights))
+    with open(manifest_path + ".part", "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+    os.replace(manifest_path + ".part", manifest_path)
+    return manifest
+
+
+def _rel(path):
+    return os.path.relpath(path, os.path.dirname(HERE)) if path.startswith(os.path.dirname(HERE)) else path
+
+
+def read_manifest(manifest_path=MANIFEST):
+    """The manifest as a dict, or LearnedModelError naming what is wrong with it and the fix."""
+    fix = f"Restore it with `git checkout -- {_rel(manifest_path)}`, or retrain with `{RETRAIN} --replace`."
+    try:
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+    except FileNotFoundError:
+        raise LearnedModelError(f"the learned model's manifest {_rel(manifest_path)} is missing. {fix}") from None
+    except (OSError, ValueError) as e:
+        raise LearnedModelError(f"the learned model's manifest {_rel(manifest_path)} is not readable JSON "
+                                f"({e}). {fix}") from None
+    if not isinstance(manifest, dict):
+        raise LearnedModelError(f"the learned model's manifest {_rel(manifest_path)} is not a JSON object. {fix}")
+    missing = [k for k in ("format", "unet", "training", "sha256", "accuracy") if k not in manifest]
+    if missing:
+        raise LearnedModelError(f"the learned model's manifest {_rel(manifest_path)} has no "
+                                f"{', '.join(missing)}. {fix}")
+    if manifest["format"] != FORMAT or manifest["unet"] != json.loads(json.dumps(UNET)):
+        raise LearnedModelError(
+            f"{_rel(manifest_path)} describes a model of format {manifest['format']} and another UNet than "
+            f"bench/learned_model.py builds (format {FORMAT}): the code changed since it was trained. "
+            f"Retrain it with `{RETRAIN} --replace` and commit both files.")
+    return manifest
+
+
+def load(comfy, weights=WEIGHTS, manifest_path=MANIFEST):
+    """The committed model, after checking the file's sha256 and the configuration against the
+    manifest. Returns Learned (info: the manifest, plus path and parameters)."""
+    from safetensors.torch import load_file
 
     from harness import tiny_models
 
-    clip = comfy.tiny["clip"]
-    key = cache_key(training)
-    path = os.path.join(CACHE, f"learned-{key}.safetensors")
-    meta_path = path[: -len(".safetensors")] + ".json"
-    model = build_model(training.seed)
-    if os.path.exists(path) and os.path.exists(meta_path):
-        model.diffusion_model.load_state_dict(load_file(path))
-        for p in model.diffusion_model.parameters():
-            p.requires_grad_(False)
-        with open(meta_path) as f:
-            info = dict(json.load(f), loaded=True)
-    else:
-        started = time.perf_counter()
-        table = caption_table(comfy, clip)
-        table_seconds = time.perf_counter() - started
-        if log:
-            log(f"training the learned model ({training}), caption table in {table_seconds:.0f} s")
-        info = train(model, table, training, log)
-        info.update(training=asdict(training), unet=UNET, caption_table_seconds=table_seconds,
-                    threads=torch.get_num_threads(), key=key, trained_on=time.strftime("%Y-%m-%d %H:%M"))
-        if log:
-            log(f"trained in {info['seconds']:.0f} s ({info['seconds_per_step']:.3f} s per step, "
-                f"{torch.get_num_threads()} threads), final loss {info['loss']:.4f}")
-        os.makedirs(CACHE, exist_ok=True)
-        save_file({k: v.detach().contiguous() for k, v in model.diffusion_model.state_dict().items()}, path + ".part")
-        os.replace(path + ".part", path)
-        with open(meta_path, "w") as f:
-            json.dump(info, f, indent=1)
-        info = dict(info, loaded=False)
-    info["path"] = path
-    info["parameters"] = sum(p.numel() for p in model.diffusion_model.parameters())
-    return Learned(tiny_models._patcher(model), clip, info)
-
-
-def cached(training):
-    """Whether `training`'s weights are in CACHE."""
-    path = os.path.join(CACHE, f"learned-{cache_key(training)}")
-    return os.path.exists(path + ".safetensors") and os.path.exists(path + ".json")
-
-
-def best_cached(*trainings):
-    """The first of `trainings` whose weights are cached, else the last (which is then trained):
-    the bench's --quick takes the full model where it exists and trains only a few steps where not."""
-    return next((t for t in trainings if cached(t)), trainings[-1])
+    manifest = read_manifest(manifest_path)
+    if not os.path.exists(weights):
+        raise LearnedModelError(f"the learned model's weights {_rel(weights)} are missing. Restore them with "
+                                f"`git checkout -- {_rel(weights)}`, or retrain with `{RETRAIN} --replace`.")
+    digest = sha256(weights)
+    if digest != manifest["sha256"]:
+        raise LearnedModelError(
+            f"{_rel(weights)} does not match its manifest (sha256 {digest[:12]}..., the manifest says "
+            f"{str(manifest['sha256'])[:12]}...): the file is damaged or was replaced. Restore it with "
+            f"`git checkout -- {_rel(weights)}`, or retrain with `{RETRAIN} --replace`.")
+    model = build_model(manifest["training"]["seed"])
+    state = load_file(weights)
+    expected = model.diffusion_model.state_dict()
+    if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
+        raise LearnedModelError(f"{_rel(weights)} holds other tensors than the UNet of its manifest. Retrain "
+                                f"with `{RETRAIN} --replace`.")
+    model.diffusion_model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
+    for p in model.diffusion_model.parameters():
+        p.requires_grad_(False)
+    info = dict(manifest, path=_rel(weights), parameters=sum(p.numel() for p in model.diffusion_model.parameters()))
+    return Learned(tiny_models._patcher(model), comfy.tiny["clip"], info)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,11 +412,208 @@ def generate(comfy, learned, captions, cfg=3.0, steps=30, seed=0):
                                        empty, denoise=1.0)[0]["samples"]
 
 
-def accuracy(comfy, learned, count=100, cfg=3.0, steps=30, seed=0):
+def accuracy(comfy, learned, count=ACCURACY["count"], cfg=3.0, steps=ACCURACY["steps"], seed=0):
     """Text-to-image on `count` held-out scenes' captions at `cfg`, read back by scenes.judge:
-    {"color", "shape", "background": fraction right, "count", "cfg", "steps", "samples"}."""
+    {"color", "shape", "background": fraction right, "count", "cfg", "steps", "samples", "scenes",
+    "right" (per-scene hits)}."""
     held = scenes.held_out(count)
     samples = generate(comfy, learned, [s.caption for s in held], cfg, steps, seed)
     right = scenes.hits(scenes.judge(decode(samples)), held)
     return {**{k: float(v.double().mean()) for k, v in right.items()}, "count": count, "cfg": cfg,
-            "steps": steps, "samples": samples, "scenes": held}
+            "steps": steps, "samples": samples, "scenes": held, "right": right}
+
+
+def figures(acc):
+    """The three accuracy figures of an accuracy() result, for the manifest."""
+    return {k: round(acc[k], 4) for k in ("color", "shape", "background")}
+
+
+def samples_figure(acc, count=24, columns=8):
+    """The first `count` held-out captions and what the model drew for them, each judged."""
+    from . import report
+
+    count = min(count, len(acc["samples"]))
+    columns = min(columns, count)
+    rows = math.ceil(count / columns)
+    fig, axes = report.plt.subplots(rows, columns, figsize=(1.5 * columns, 1.75 * rows), squeeze=False)
+    images = decode(acc["samples"][:count])
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([]), ax.set_yticks([])
+        if i >= count:
+            ax.axis("off")
+            continue
+        ax.imshow(images[i].numpy(), interpolation="nearest")
+        scene = acc["scenes"][i]
+        wrong = [k for k in ("color", "shape", "background") if not bool(acc["right"][k][i])]
+        ax.set_xlabel(scene.caption.replace("a ", "", 1).replace(" on a ", "\non ").replace(" background", ""),
+                      fontsize=6.5, color="black" if not wrong else "firebrick")
+        if wrong:
+            ax.set_title("wrong: " + ", ".join(wrong), fontsize=6, color="firebrick")
+    fig.suptitle(f"The learned model's text to image on held-out captions (KSampler euler, {acc['steps']} steps, "
+                 f"cfg {acc['cfg']:g}); red: an attribute scenes.judge reads back otherwise", fontsize=8)
+    return fig
+
+
+def measure(comfy, learned, count=ACCURACY["count"], cfgs=ACCURACY["cfgs"], steps=ACCURACY["steps"]):
+    """accuracy() at each cfg: {cfg: result}."""
+    return {cfg: accuracy(comfy, learned, count=count, cfg=cfg, steps=steps) for cfg in cfgs}
+
+
+def run(comfy, out_dir, count=ACCURACY["count"], cfgs=ACCURACY["cfgs"], steps=ACCURACY["steps"], learned=None,
+        results=None, title="The learned model: what it draws for held-out captions"):
+    """The bench part `model`: load the committed model (digest checked), measure its accuracy at
+    each cfg (or take `results`, measure()'s, from the training command) and write
+    <out>/learned_model.md and .png. Returns {"accuracy": {cfg: figures}, "manifest": {cfg:
+    figures}, "info"}."""
+    from . import report
+
+    learned = learned or load(comfy)
+    started = time.perf_counter()
+    measured_here = results is None
+    results = results or measure(comfy, learned, count, cfgs, steps)
+    seconds = time.perf_counter() - started
+    info = learned.info
+    committed = info["accuracy"]
+    body = []
+    for cfg, acc in results.items():
+        mine = committed.get(f"cfg {cfg:g}", {}) if committed.get("count") == count else {}
+        body.append([f"{cfg:g}", acc["color"], mine.get("color", "n/a"), acc["shape"], mine.get("shape", "n/a"),
+                     acc["background"], mine.get("background", "n/a")])
+    training = info["training"]
+    text = (
+        f"**The model**: ComfyUI's SD15 model class (model_base.BaseModel, EPS, SD1.5 latent format) over a "
+        f"UNet of {info['parameters'] / 1e6:.2f}M parameters (model_channels {UNET['model_channels']}, channel_mult "
+        f"{UNET['channel_mult']}: 16 x 16, 8 x 8 and 4 x 4; self- and cross-attention to CLIP-L's 77 tokens at every "
+        f"level, {transformer_blocks()} transformer blocks), conditioned through the tiny checkpoint's random "
+        f"CLIP-L and CLIPTextEncode. Weights: `{info['path']}` ({info['storage']}, sha256 {info['sha256'][:12]}..., "
+        f"checked at load), trained by `{RETRAIN}` in {info['seconds'] / 60:.1f} minutes "
+        f"({training['steps']} steps of batch {training['batch']}, seed {training['seed']}, {info['threads']} "
+        f"threads, {info['seconds_per_step']:.3f} s per step; caption table {info['caption_table_seconds']:.0f} s), "
+        f"final loss {info['loss']:.4f}.\n\n"
+        f"**What it learned**: text to image on {count} held-out scenes' captions (KSampler euler {steps} steps, "
+        "normal scheduler, seed 0), every picture read back by scenes.judge against the renderer (colour inside "
+        "the shape; shape class by template IoU; background colour and kind). Targets at cfg 3: colour 0.90, "
+        "shape 0.80, background 0.70. \"manifest\": the figures the training command measured and committed "
+        f"({committed.get('count', '?')} captions).\n\n"
+        + report.table(["cfg", "colour", "manifest", "shape", "manifest", "background", "manifest"], body)
+        + (f"\n\nMeasured in {seconds:.0f} s." if measured_here else "\n\nMeasured by the training command."))
+    shown = results[cfgs[0]]
+    report.write_part(out_dir, "learned_model", title, text, samples_figure(shown))
+    return {"accuracy": {cfg: figures(acc) for cfg, acc in results.items()}, "info": info,
+            "manifest": {cfg: committed.get(f"cfg {cfg:g}") for cfg in cfgs}}
+
+
+def transformer_blocks():
+    """How many transformer blocks UNET has (SpatialTransformers of depth 1), in call order."""
+    return sum(UNET["transformer_depth"]) + UNET["transformer_depth_middle"] + sum(UNET["transformer_depth_output"])
+
+
+# ---------------------------------------------------------------------------------------------
+# the one command that trains it
+
+def retrain(comfy, training=MODEL, weights=None, manifest_path=None, log=print, count=ACCURACY["count"]):
+    """Train the model from its seed, measure it as the manifest does and save it (float16)
+    with its manifest. Returns (Learned, manifest)."""
+    from harness import tiny_models
+
+    clip = comfy.tiny["clip"]
+    started = time.perf_counter()
+    table = caption_table(comfy, clip)
+    table_seconds = time.perf_counter() - started
+    log(f"caption table of {len(table)} captions in {table_seconds:.0f} s; training {training} on "
+        f"{torch.get_num_threads()} threads")
+    model = build_model(training.seed)
+    initialise_cross_attention(model, table, training.seed)
+    partial = (weights or WEIGHTS) + ".checkpoint"
+
+    def checkpoint(step, averaged):
+        from safetensors.torch import save_file
+
+        save_file({n: p.detach().to(torch.float16).contiguous() for n, p in
+                   zip([n for n, _ in model.diffusion_model.named_parameters()], averaged)},
+                  partial, metadata={"step": str(step)})
+        log(f"  averaged weights of step {step} kept in {_rel(partial)}")
+
+    info = train(model, table, training, log, checkpoint=checkpoint)
+    log(f"trained in {info['seconds']:.0f} s ({info['seconds_per_step']:.3f} s per step), final loss {info['loss']:.4f}")
+    separation = clip_separation(table)
+    info.update(format=FORMAT, unet=UNET, training=asdict(training), caption_table_seconds=table_seconds,
+                threads=torch.get_num_threads(), trained_on=time.strftime("%Y-%m-%d %H:%M"),
+                clip_share=clip_share(table), clip_separation={k: list(v) for k, v in separation.items()})
+    # Measured on the float16 weights that are saved, as every later load sees them.
+    with torch.no_grad():
+        for p in model.diffusion_model.parameters():
+            p.copy_(p.to(torch.float16).to(torch.float32))
+    learned = Learned(tiny_models._patcher(model), clip, info)
+    results = measure(comfy, learned, count=count)
+    info["accuracy"] = {"count": count, "steps": ACCURACY["steps"],
+                        **{f"cfg {cfg:g}": figures(acc) for cfg, acc in results.items()}}
+    manifest = save(model, weights or WEIGHTS, manifest_path or MANIFEST, info)
+    if os.path.exists(partial):
+        os.remove(partial)
+    learned.info = dict(manifest, path=_rel(weights or WEIGHTS),
+                        parameters=sum(p.numel() for p in model.diffusion_model.parameters()))
+    return learned, manifest, results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.learned_model",
+        description="The bench's learned model: retrain it from its seed, or check the committed one.")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--train", action="store_true",
+                      help="train from the seed (as the committed model was), measure, and compare with the manifest")
+    what.add_argument("--check", action="store_true",
+                      help="load the committed model (digest checked) and measure it against its manifest")
+    parser.add_argument("--replace", action="store_true",
+                        help="with --train: write over bench/learned_model.safetensors and .json (else --out)")
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "tmp", "retrained"),
+                        help="with --train: where the retrained files go (default bench/results/tmp/retrained)")
+    parser.add_argument("--steps", type=int, help="with --train: train this many steps instead (a trial)")
+    parser.add_argument("--count", type=int, help="held-out captions to measure (default: the manifest's 200)")
+    parser.add_argument("--results", default=os.path.join(HERE, "results"),
+                        help="where learned_model.md and .png are written")
+    args = parser.parse_args(argv)
+    from . import env
+
+    comfy = env.start()
+    if args.check:
+        result = run(comfy, args.results, count=args.count or ACCURACY["count"])
+        ok = _compare(result["accuracy"], result["manifest"])
+        raise SystemExit(0 if ok else 1)
+    committed = read_manifest() if os.path.exists(MANIFEST) else None
+    training = MODEL if not args.steps else Training(**dict(asdict(MODEL), steps=args.steps))
+    if args.replace:
+        weights, manifest_path = WEIGHTS, MANIFEST
+    else:
+        os.makedirs(args.out, exist_ok=True)
+        weights = os.path.join(args.out, os.path.basename(WEIGHTS))
+        manifest_path = os.path.join(args.out, os.path.basename(MANIFEST))
+    learned, manifest, results = retrain(comfy, training, weights, manifest_path, count=args.count or ACCURACY["count"])
+    print(f"wrote {weights} and {manifest_path}")
+    ok = True
+    if committed:
+        ok = _compare({float(k[4:]): v for k, v in manifest["accuracy"].items() if k.startswith("cfg ")},
+                      {float(k[4:]): v for k, v in committed["accuracy"].items() if k.startswith("cfg ")})
+    if args.replace:
+        run(comfy, args.results, count=manifest["accuracy"]["count"], learned=learned, results=results)
+    raise SystemExit(0 if ok else 1)
+
+
+def _compare(measured, committed, tolerance=0.03):
+    """Print measured against committed accuracy; True where every figure is within `tolerance`."""
+    ok = True
+    for cfg, mine in measured.items():
+        theirs = committed.get(cfg) or {}
+        for k, v in mine.items():
+            ref = theirs.get(k)
+            close = ref is not None and abs(v - ref) <= tolerance
+            ok &= close
+            print(f"cfg {cfg:g} {k:10s} measured {v:.3f}  committed {ref if ref is None else f'{ref:.3f}'}  "
+                  f"{'ok' if close else f'differs by more than {tolerance}'}")
+    print("within 0.03 of the manifest" if ok else "NOT within 0.03 of the manifest")
+    return ok
+
+
+if __name__ == "__main__":
+    main()

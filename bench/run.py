@@ -1,21 +1,23 @@
 """The bench's one command: `python -m bench.run [--quick] [--parts ...] [--ckpt PATH --images DIR]`.
 
 Starts a real ComfyUI in this process on the CPU (as the tests do), runs the chosen parts,
-prints each part's markdown and writes <out>/<part>.md and .png, then (when every part ran)
-<out>/summary.md with the headline figures. --quick is the smoke-test size (seconds per part); the default
+prints each part's markdown and writes <out>/<part>.md and .png, then <out>/summary.md with
+the headline figures of every part, this run's and, for the parts it did not run, the last run's
+(kept in <out>/summary.json). --quick is the smoke-test size (seconds per part); the default
 is the full CPU run committed in bench/results (33.9 minutes on 2 cores, before every method of
 edict_core.spec.SPECS joined the cost and scaling parts, which adds O-BELM's runs there).
 The methods are SPECS' (bench/methods.py): one added there joins every part.
 """
 
 import argparse
+import json
 import math
 import os
 import time
 
 from . import env, report
 
-PARTS = ("reconstruction", "edit_fidelity", "cost", "scaling", "convergence", "edits", "controls")
+PARTS = ("reconstruction", "edit_fidelity", "cost", "scaling", "convergence", "model", "edits", "controls")
 
 FULL = {
     "analytic_steps": (50, 100, 200), "analytic_per_class": 4,
@@ -28,7 +30,9 @@ FULL = {
     "scaling": dict(steps_list=(10, 20, 50, 100, 200, 500), batches=(1, 2, 4, 8), batch_steps=8, repeats=3),
     "convergence": dict(calls=(10, 14, 20, 25, 35, 50, 70, 100, 140, 200), trip_steps=(10, 20, 50, 100, 200, 500, 1000),
                         per_class=2, asymptotic_from=70),
-    # The learned model (bench/learned_model.py, trained once and cached) edited three ways.
+    # The committed learned model (bench/learned_model.py): what it draws, as its manifest measured it.
+    "model": dict(count=200, cfgs=(3.0, 7.5), steps=30),
+    # The same model edited three ways.
     "edits": dict(scenes_count=100, cfgs=(1.0, 3.0, 7.0), denoises=(0.6, 0.8, 1.0), steps=50, accuracy_count=100,
                   round_trip_denoises=(1.0,)),
     # The same model edited with attention control (bench/controls.py).
@@ -42,9 +46,10 @@ QUICK = {
     "cost": dict(sizes=((64, 4),), rounds=1, memory_sizes=(64, 128)),
     "scaling": dict(steps_list=(4, 8), batches=(1, 2), batch_steps=3, repeats=1),
     "convergence": dict(calls=(10, 20, 40), trip_steps=(10, 20), per_class=1, rk4_steps=(200, 400), asymptotic_from=20),
-    # training="quick": the full (or the tests') model where cached, else a few training steps (nothing learned)
-    "edits": dict(scenes_count=3, cfgs=(3.0,), denoises=(0.8, 1.0), steps=6, accuracy_count=6, training="quick"),
-    "controls": dict(scenes_count=2, cfgs=(3.0,), steps=6, method_names=("BDIA", "DDIM"), training="quick"),
+    # The committed learned model in each (the same file on every machine, digest checked).
+    "model": dict(count=8, cfgs=(3.0,), steps=10),
+    "edits": dict(scenes_count=3, cfgs=(3.0,), denoises=(0.8, 1.0), steps=6, accuracy_count=6),
+    "controls": dict(scenes_count=2, cfgs=(3.0,), steps=6, method_names=("BDIA", "DDIM")),
 }
 
 
@@ -70,13 +75,9 @@ def run_parts(comfy, out_dir, parts, sizes, ckpt=None, images=None):
         results["scaling"] = scaling.run(comfy, out_dir, **sizes["scaling"])
     if "convergence" in parts:
         results["convergence"] = convergence.run(out_dir, **sizes["convergence"])
-    for name, module in (("edits", edits), ("controls", controls)):  # the parts on the learned model
+    for name, module in (("model", learned_model), ("edits", edits), ("controls", controls)):  # the learned model's
         if name in parts:
-            options = dict(sizes[name])
-            if options.get("training") == "quick":
-                options["training"] = learned_model.best_cached(learned_model.FULL, learned_model.TEST,
-                                                                learned_model.QUICK)
-            results[name] = module.run(comfy, out_dir, **options)
+            results[name] = module.run(comfy, out_dir, **sizes[name])
     return results
 
 
@@ -84,12 +85,11 @@ def _ratio(value):
     return "inf (exact to the last float32 bit)" if math.isinf(value) else f"{value:.3g}"
 
 
-def summary(results, seconds, load=None):
-    """The headline figures, as markdown. load: the 1-minute load average at the start."""
-    at_start = f"; load average {load:.2f} at its start" if load is not None else ""
-    lines = [f"# Benchmark summary\n\nAll figures computed by `python -m bench.run` in one run of "
-             f"{seconds / 60:.1f} minutes on {report.machine()}{at_start}.\n"]
+def sections(results):
+    """Each part's headline lines, as markdown: {part: [line]} for the parts in `results`."""
+    found = {}
     if "reconstruction" in results:
+        lines = found.setdefault("reconstruction", [])
         lines.append("**Reconstruction error ratios at cfg 7, conditional** ([table](reconstruction.md)):\n")
         from .reconstruction import headline
 
@@ -103,6 +103,7 @@ def summary(results, seconds, load=None):
                 for steps, by_method in sorted(headline(rows, "pixel_mse").items()):
                     lines.append(f"- {name}, {steps} steps, pixel MSE (VAE floor included): {ratios_text(by_method)}")
     if "cost" in results:
+        lines = found.setdefault("cost", [])
         c = results["cost"]
         lines.append("\n**Time per model call against KSampler (euler), calls counted** ([table](cost.md)):\n")
         for (name, size), value in c["ratios"].items():
@@ -120,6 +121,7 @@ def summary(results, seconds, load=None):
             extra = (peaks[name][0] - peaks["KSampler"][0]) / latent_bytes
             lines.append(f"- {name}: {extra:.1f} at {largest}x{largest}; k = {slope:.2f}, fixed {fixed / 1024:.0f} KiB")
     if "scaling" in results:
+        lines = found.setdefault("scaling", [])
         s = results["scaling"]
         lines.append("\n**Scaling** ([table](scaling.md)):\n")
         lines += [f"- {what} against {against}: {fit}; max deviation ({judged}) {dev}, linear: {ok}"
@@ -130,6 +132,7 @@ def summary(results, seconds, load=None):
         lines.append(f"- float32 round-trip error at {s['last_steps']} steps (cfg 7): "
                      + ", ".join(f"{m} {e:.3g}" for m, e in s["error_at_last"].items()))
     if "edit_fidelity" in results:
+        lines = found.setdefault("edit_fidelity", [])
         e = results["edit_fidelity"]
         lines.append("\n**Edit fidelity** (analytic model, strength 0.7, hit rate / position kept; "
                      "[table](edit_fidelity.md)):\n")
@@ -145,12 +148,19 @@ def summary(results, seconds, load=None):
             lines.append(f"- {name} scheduler, strength {strength:g}, cfg {cfg:g}, position kept: "
                          + ", ".join(f"{r['method']} {r['position']:.3f}" for r in e["by_scheduler"]
                                      if (r["scheduler"], r["strength"]) == (name, strength)))
+    if "model" in results:
+        lines = found.setdefault("model", [])
+        m = results["model"]
+        lines.append(f"\n**The learned model** ([table](learned_model.md)): trained {m['info']['seconds'] / 60:.0f} "
+                     "minutes, committed; held-out text to image, colour / shape / background:\n")
+        lines += [f"- cfg {cfg:g}: {a['color']:.2f} / {a['shape']:.2f} / {a['background']:.2f}"
+                  for cfg, a in m["accuracy"].items()]
     if "edits" in results:
+        lines = found.setdefault("edits", [])
         e = results["edits"]
         a = e["accuracy"]
-        lines.append(f"\n**Edits on a learned model** ([table](edits.md)): trained {e['info']['seconds']:.0f} s; "
-                     f"held-out text to image at cfg 3: colour {a['color']:.2f}, shape {a['shape']:.2f}, "
-                     f"background {a['background']:.2f}\n")
+        lines.append(f"\n**Edits on the learned model** ([table](edits.md)): held-out text to image at cfg 3: "
+                     f"colour {a['color']:.2f}, shape {a['shape']:.2f}, background {a['background']:.2f}\n")
         from .edits import ratios
         for cfg in sorted({t["cfg"] for t in e["trips"]}):
             top = max(t["denoise"] for t in e["trips"])
@@ -161,10 +171,37 @@ def summary(results, seconds, load=None):
             lines.append(f"- cfg {cfg:g}, at equal hit rate with DDIM, structure distance / background PSNR: "
                          + ", ".join(f"{m} {v[1][0]:.3f} / {v[1][1]:.1f} vs DDIM {v[2][0]:.3f} / {v[2][1]:.1f} "
                                      f"(hit {v[0]:.2f})" if v else f"{m} n/a" for m, v in by_method.items()))
+    if "controls" in results:
+        lines = found.setdefault("controls", [])
+        lines.append("\n**Attention control on the learned model** ([table](controls.md)): structure distance / "
+                     "background PSNR / hit, by method, cfg and control:\n")
+        lines += [f"- {m}, cfg {cfg:g}, {row}: {v['structure']:.3f} / {v['psnr']:.1f} dB / {v['hit']:.2f}"
+                  for (m, cfg, row), v in results["controls"]["averaged"].items()]
     if "convergence" in results:
+        lines = found.setdefault("convergence", [])
         lines.append("\n**Order of convergence and exact range** (analytic model; [table](convergence.md)):\n")
         lines += [f"- {line}" for line in results["convergence"]["lines"]]
-    return "\n".join(lines) + "\n"
+    return found
+
+
+def summary(results, seconds, load=None, earlier=None):
+    """The headline figures, as markdown, in PARTS' order. load: the 1-minute load average at the
+    start. earlier: {part: {"lines", "run"}} of parts an earlier run measured (summary.json),
+    kept where this run did not run them, each with the run it came from."""
+    at_start = f"; load average {load:.2f} at its start" if load is not None else ""
+    run = f"{time.strftime('%Y-%m-%d %H:%M')}, {seconds / 60:.1f} minutes on {report.machine()}{at_start}"
+    merged = dict(earlier or {})
+    merged.update({part: {"lines": lines, "run": run} for part, lines in sections(results).items()})
+    text = [f"# Benchmark summary\n\nComputed by `python -m bench.run`; this run: {run}. A part that this run "
+            "did not run keeps the lines of the run that last ran it, named under them.\n"]
+    for part in PARTS:
+        if part in merged:
+            text += merged[part]["lines"]
+            if merged[part]["run"] != run:
+                text.append(f"\n(from an earlier run: {merged[part]['run']})")
+    return "\n".join(text) + "\n", merged
+
+
 
 
 def main(argv=None):
@@ -198,11 +235,17 @@ def main(argv=None):
                                            f"{args.edits_scenes}`), to fit the run in the time a session had on 2 CPU cores; "
                                            "every cfg, denoise, method and edit of the full grid ran.")
     results = run_parts(comfy, args.out, args.parts, sizes, args.ckpt, args.images)
-    text = summary(results, time.perf_counter() - start, load)
+    kept = os.path.join(args.out, "summary.json")  # every part's last headline, so a partial run keeps the rest
+    earlier = {}
+    if os.path.exists(kept):
+        with open(kept) as f:
+            earlier = json.load(f)
+    text, merged = summary(results, time.perf_counter() - start, load, earlier)
     print(text)
-    if set(args.parts) == set(PARTS):  # a partial run would drop the other parts' headlines
-        with open(os.path.join(args.out, "summary.md"), "w") as f:
-            f.write(text)
+    with open(kept, "w") as f:
+        json.dump(merged, f, indent=1)
+    with open(os.path.join(args.out, "summary.md"), "w") as f:
+        f.write(text)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,12 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
 # The second version's share under --both-versions: every test file but the browser,
-# workflow-export, soak and bench ones (core math, nodes, round trips, families, errors,
+# workflow-export, soak, bench and demo ones (core math, nodes, round trips, families, errors,
 # masks, batches, precision, advanced, storage, batch edit; found by exclusion, so new files
 # join by themselves), plus one workflow through a real main.py server, and a warning seen on
 # its node over the websocket and in 0.33's own frontend, and 0.33's help panel, alias search and
 # template thumbnails. The whole suite runs on 0.3.75.
-SUBSET_SKIPS="test_server.py test_server_soak.py test_browser.py test_workflows.py test_bench_smoke.py"
+SUBSET_SKIPS="test_server.py test_server_soak.py test_browser.py test_workflows.py test_bench_smoke.py test_demo.py"
 SUBSET_SERVER_TESTS="tests/test_server.py::test_edit_workflow_runs_and_saves_an_image
 tests/test_server.py::test_a_warning_reaches_the_ui_as_the_nodes_text
 tests/test_browser.py::test_a_warning_shows_on_the_node_that_raised_it

@@ -31,7 +31,7 @@ def bench_results(comfy, tmp_path_factory):
 
     out = str(tmp_path_factory.mktemp("bench"))
     results = run.run_parts(comfy, out, run.PARTS, run.QUICK)
-    return out, results, run.summary(results, 0.0)
+    return out, results, run.summary(results, 0.0)[0]
 
 
 def test_analytic_denoiser_is_the_posterior_mean(comfy):
@@ -40,7 +40,9 @@ def test_analytic_denoiser_is_the_posterior_mean(comfy):
     classes = am.GaussianClasses(channels=4, size=1, class_std=0.7, seed=5)
     weights = torch.tensor([[0.25, 0.25, 0.25, 0.25], [0.0, 1.0, 0.0, 0.0]], dtype=torch.float64)
     sigma = torch.tensor([0.8, 0.8], dtype=torch.float64)
-    x = classes.sample(torch.tensor([0, 1]), torch.Generator().manual_seed(0)) + 0.8 * torch.randn(2, 4, 1, 1, dtype=torch.float64)
+    seeded = torch.Generator().manual_seed(0)
+    # every draw from a seeded generator: the Monte-Carlo tolerance holds for this x, whatever ran before
+    x = classes.sample(torch.tensor([0, 1]), seeded) + 0.8 * torch.randn(2, 4, 1, 1, dtype=torch.float64, generator=seeded)
     denoised = classes.denoise(x, sigma, weights)
 
     # Tweedie: D(x) = x + sigma^2 * grad log p_sigma(x)
@@ -325,12 +327,32 @@ def _assert_written(out, part):
     assert os.path.getsize(os.path.join(out, f"{part}.png")) > 1000
 
 
+def test_model_part_measures_the_committed_model(bench_results):
+    """The model part (bench/learned_model.py's run) loads the committed file (digest checked)
+    and draws held-out captions: at quick size (8 captions, 10 steps, cfg 3) the figures are
+    the same on every machine that runs the same float arithmetic; measured MODEL_QUICK."""
+    out, results, summary = bench_results
+    m = results["model"]
+    print(m["accuracy"])
+    assert set(m["accuracy"]) == {3.0}
+    for k, v in MODEL_QUICK.items():
+        assert abs(m["accuracy"][3.0][k] - v) <= 1 / 8, (k, m["accuracy"][3.0][k], v)
+    assert m["info"]["sha256"] in open(os.path.join(out, "learned_model.md")).read() or \
+        m["info"]["sha256"][:12] in open(os.path.join(out, "learned_model.md")).read()
+    assert "The learned model" in summary
+    assert os.path.getsize(os.path.join(out, "learned_model.png")) > 1000
+
+
+# The model part at quick size on the committed model (8 captions, 10 steps, cfg 3), 0.3.75.
+MODEL_QUICK = {"color": 0.125, "shape": 0.375, "background": 0.125}
+
+
 def test_edits_part_round_trips_are_exact_and_every_edit_is_judged(bench_results):
-    """The edits part (bench/edits.py) on the learned model at quick size (the cached full or
-    test model, else a few training steps, so its edits are not asserted to land): every
+    """The edits part (bench/edits.py) on the committed learned model at quick size: every
     exact method's round trip returns the latent to float32 rounding (measured 0 at 6 steps,
-    cfg 3), DDIM's does not (measured 1.5 latent MSE with the test model; bound 0.01), and
-    every method, SDEdit included, has a judged row per edit kind and denoise."""
+    cfg 3), DDIM's does not (measured 13.3 and 47.5 latent MSE at denoise 0.8 and 1; bound half),
+    and every method, SDEdit included, has a judged row per edit kind and denoise, whose hit rates
+    over the 3 scenes are those measured on the committed model (EDITS_QUICK_HITS, within one scene)."""
     from bench import edits, methods
 
     out, results, summary = bench_results
@@ -340,21 +362,30 @@ def test_edits_part_round_trips_are_exact_and_every_edit_is_judged(bench_results
     for denoise in sizes["denoises"]:
         for method in methods.EXACT:
             assert trips[(method, denoise)]["latent_mse"] <= FLOAT32_ULP, (method, denoise)
-        assert trips[("DDIM", denoise)]["latent_mse"] >= 0.01, denoise
+        assert trips[("DDIM", denoise)]["latent_mse"] >= EDITS_QUICK_DDIM_TRIP[denoise] / 2, denoise
     keys = {(r["method"], r["denoise"], r["kind"]) for r in e["rows"]}
     assert keys == {(m, d, k) for m in edits.METHODS for d in sizes["denoises"] for k in edits.KINDS}
-    for r in e["rows"]:
-        assert 0 <= r["hit"] <= 1 and 0 <= r["structure"] <= 1, r
+    hits = {(r["method"], r["denoise"], r["kind"]): r["hit"] for r in e["rows"]}
+    print(sorted(hits.items()))
+    assert sum(abs(hits[k] - v) > 1 / 3 + 1e-9 for k, v in EDITS_QUICK_HITS.items()) == 0, hits
     assert set(e["accuracy"]) == {"color", "shape", "background"}
-    assert "Edits on a learned model" in summary
+    assert "Edits on the learned model" in summary
     _assert_written(out, "edits")
+
+
+# Measured on the committed learned model at quick size (3 scenes, 6 steps, cfg 3), 0.3.75.
+EDITS_QUICK_DDIM_TRIP = {0.8: 13.3, 1.0: 47.5}
+EDITS_QUICK_HITS = {
+    ("EDICT", 0.8, "color"): 2 / 3, ("EDICT", 0.8, "shape"): 2 / 3, ("EDICT", 1.0, "color"): 2 / 3,
+    ("BDIA", 0.8, "shape"): 2 / 3, ("DDIM", 0.8, "color"): 1.0, ("SDEdit", 0.8, "color"): 2 / 3,
+    ("O-BELM", 0.8, "color"): 0.0, ("Rex", 0.8, "shape"): 0.0, ("SDEdit", 1.0, "color"): 0.0}
 
 
 def test_controls_part_judges_every_row_and_the_exact_source_branch_ends_at_the_source(bench_results):
     """The controls part (bench/controls.py) at quick size: every method, control row and edit
     kind judged; with a control the exact method's source branch ends at the source latent
-    (measured 6e-30 latent MSE, BDIA, 6 steps), DDIM's does not (measured 24 with the full
-    model); the record held per evaluation is counted."""
+    (measured 5.5e-30 latent MSE, BDIA, 6 steps; bound 1e-28), DDIM's does not (measured 57 on the
+    committed model; bound half); the record held per evaluation is counted."""
     from bench import controls, edits
 
     out, results, _ = bench_results
@@ -367,7 +398,21 @@ def test_controls_part_judges_every_row_and_the_exact_source_branch_ends_at_the_
             continue
         assert v["peak_bytes"] > 0
         if method == "DDIM":
-            assert v["source_end"] > 1e-3, (row, v)
+            assert v["source_end"] > 57.1 / 2, (row, v)
         else:
-            assert v["source_end"] < 1e-20, (method, row, v)
+            assert v["source_end"] < 1e-28, (method, row, v)
     _assert_written(out, "controls")
+
+
+def test_a_partial_run_keeps_the_other_parts_headlines():
+    """summary.md is every part's last headline: a run of one part replaces that part's lines
+    and keeps the others' (summary.json), each named with the run it came from, in PARTS' order."""
+    from bench import run
+
+    earlier = {"cost": {"lines": ["- cost line"], "run": "2026-01-01 00:00, earlier"},
+               "convergence": {"lines": ["- old convergence"], "run": "2026-01-01 00:00, earlier"}}
+    text, merged = run.summary({"convergence": {"lines": ["new order line"]}}, 60.0, None, earlier)
+    assert "- cost line\n\n(from an earlier run: 2026-01-01 00:00, earlier)" in text
+    assert "new order line" in text and "old convergence" not in text
+    assert text.index("cost line") < text.index("Order of convergence")
+    assert merged["cost"] == earlier["cost"] and merged["convergence"]["run"] != earlier["convergence"]["run"]

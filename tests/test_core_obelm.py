@@ -200,25 +200,11 @@ def test_obelm_inversion_matches_reference(name):
 
 # ---------------------------------------------------------------- order of convergence
 
-def rk4_karras(model, x, steps, rho=7.0):
-    """Classical RK4 on dx/dsigma = d(x, sigma) in karras' ramp variable u (sigma = (a + u (b - a))^rho),
-    from SIGMA_MAX to SIGMA_MIN: the reference solution."""
-    a, b = SIGMA_MAX ** (1 / rho), SIGMA_MIN ** (1 / rho)
+def rk4_karras(model, x, steps):
+    """The bench's reference solve (bench/reference.py) from SIGMA_MAX to SIGMA_MIN."""
+    from bench.reference import rk4_solve
 
-    def f(x, u):
-        base = a + u * (b - a)
-        sigma = base ** rho
-        return (x - model(x, sigma)) / sigma * rho * base ** (rho - 1) * (b - a)
-
-    h = 1.0 / steps
-    for i in range(steps):
-        u = i * h
-        k1 = f(x, u)
-        k2 = f(x + h / 2 * k1, u + h / 2)
-        k3 = f(x + h / 2 * k2, u + h / 2)
-        k4 = f(x + h * k3, u + h)
-        x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-    return x
+    return rk4_solve(model, x, SIGMA_MAX, SIGMA_MIN, steps)
 
 
 def test_obelm_is_second_order():

@@ -6,6 +6,7 @@ the pack's docstring and the batch command's help; README's workflow count is th
 import contextlib
 import glob
 import io
+import json
 import os
 import re
 import tomllib
@@ -50,3 +51,11 @@ def test_readme_counts_the_example_workflows():
     count = len(glob.glob(os.path.join(REPO, "example_workflows", "*.json")))
     said = re.search(r"`example_workflows/` holds (\w+) workflows", _read("README.md")).group(1)
     assert NUMBERS.get(said, said) == count, (said, count)
+
+
+def test_readme_gives_the_committed_models_training_time():
+    """README's training time of the learned model is the manifest's, in whole minutes."""
+    manifest = json.loads(_read("bench", "learned_model.json"))
+    said = re.search(r"The committed run took (\d+) minutes on 2 CPU cores", _read("README.md"))
+    assert said, "README does not say how long the learned model took to train"
+    assert int(said.group(1)) == round(manifest["seconds"] / 60), (said.group(1), manifest["seconds"])

@@ -1,11 +1,13 @@
-"""The learned model (bench/learned_model.py) as a fixture: ComfyUI's SD15 model over a small
-UNet, trained on bench/scenes.py's scenes through the tiny checkpoint's CLIP-L.
-
-The fixture is the reduced training (learned_model.TEST: 300 steps, about a minute on 2 idle
-cores, plus a minute of CLIP-L for the caption table), cached in learned_model.CACHE, so one
-machine trains it once and both ComfyUI versions' runs load it. The full model, its accuracy
-and the edits are the bench's (bench/results/edits.md).
+"""The learned model (bench/learned_model.py): ComfyUI's SD15 model over a small UNet, trained
+on bench/scenes.py's scenes through the tiny checkpoint's CLIP-L, its weights committed
+(bench/learned_model.safetensors) with a manifest. The tests load the committed file, digest
+checked, and train nothing but a few steps of the loop itself.
 """
+
+import json
+import os
+import shutil
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -15,7 +17,7 @@ import torch
 def learned(comfy):
     from bench import learned_model as lm
 
-    return lm.load_or_train(comfy, lm.TEST)
+    return lm.load(comfy)
 
 
 def test_the_judge_reads_the_renderer_exactly():
@@ -46,15 +48,93 @@ def test_the_latent_is_the_picture(comfy):
     assert torch.allclose(latent["samples"] * 0.18215, lm.to_model_space(images), atol=1e-6)
 
 
-def test_the_learned_model_follows_the_colour_word(comfy, learned):
-    """Text to image through KSampler at cfg 3 on 100 held-out captions: the colour inside the
-    shape matches the prompt far above chance (1/6). Measured with the reduced training
-    (300 steps): 0.32 on 0.3.75; bound 0.25. The full model's figures are in
-    bench/results/edits.md."""
+def test_the_committed_model_is_sd15_with_attention_at_every_level(learned):
+    """The committed file loads into ComfyUI's SD15 class, its manifest is complete, and the
+    UNet has self- and cross-attention at 3 resolutions in 10 transformer blocks (attention
+    control's layer windows need several)."""
     from bench import learned_model as lm
 
     assert type(learned.model.model).__name__ == "BaseModel"
     assert type(learned.model.model.model_config).__name__ == "SD15"
-    figures = lm.accuracy(comfy, learned, count=100, cfg=3.0, steps=30)
-    print({k: figures[k] for k in ("color", "shape", "background")}, learned.info["seconds"], learned.info["loaded"])
-    assert figures["color"] >= 0.25
+    info = learned.info
+    assert info["sha256"] == lm.sha256(lm.WEIGHTS)
+    assert info["format"] == lm.FORMAT and info["storage"] == "float16"
+    assert os.path.getsize(lm.WEIGHTS) <= 25 * 2 ** 20
+    for key in ("seconds", "loss", "training", "unet", "accuracy"):
+        assert key in info, key
+    blocks = [m for m in learned.model.model.diffusion_model.modules() if type(m).__name__ == "BasicTransformerBlock"]
+    assert len(blocks) == lm.transformer_blocks() == 10
+
+
+def test_the_learned_model_follows_its_prompts(comfy, learned):
+    """Text to image through KSampler on 64 held-out captions at cfg 3, read back by
+    scenes.judge: colour, shape and background as measured on the committed model (64 captions,
+    30 steps, 0.3.75: 0.31, 0.41, 0.06; the manifest's 200: 0.30, 0.385, 0.085; chance 1/6, 1/4,
+    1/15), within 3 to 4 scenes of 64. The model misses issue 25's targets (0.90, 0.80, 0.70):
+    these bounds hold it where it is, not where it should be."""
+    from bench import learned_model as lm
+
+    figures = lm.accuracy(comfy, learned, count=64, cfg=3.0, steps=30)
+    measured = {k: figures[k] for k in ("color", "shape", "background")}
+    print("64 held-out captions at cfg 3:", measured, "manifest (200):", learned.info["accuracy"]["cfg 3"])
+    assert measured["color"] >= MEASURED_COLOR - 0.05
+    assert measured["shape"] >= MEASURED_SHAPE - 0.07
+    assert measured["background"] >= MEASURED_BACKGROUND - 0.05
+
+
+# What test_the_learned_model_follows_its_prompts measured on the committed model (64 captions).
+MEASURED_COLOR, MEASURED_SHAPE, MEASURED_BACKGROUND = 0.3125, 0.40625, 0.0625
+
+
+def test_a_damaged_file_or_manifest_is_refused_by_name(comfy, tmp_path):
+    """A changed byte in the weights, a manifest that is not JSON, misses a field or describes
+    another UNet: each refused with the file's name and the command that fixes it."""
+    from bench import learned_model as lm
+
+    weights, manifest = str(tmp_path / "learned_model.safetensors"), str(tmp_path / "learned_model.json")
+    shutil.copy(lm.WEIGHTS, weights)
+    shutil.copy(lm.MANIFEST, manifest)
+    assert lm.load(comfy, weights, manifest).info["sha256"] == lm.sha256(lm.WEIGHTS)
+    with open(weights, "r+b") as f:
+        f.seek(os.path.getsize(weights) - 1)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 1]))
+    with pytest.raises(lm.LearnedModelError, match="does not match its manifest.*damaged.*git checkout"):
+        lm.load(comfy, weights, manifest)
+    original = json.load(open(lm.MANIFEST))
+    cases = [("{ not json", "not readable JSON"),
+             (json.dumps({k: v for k, v in original.items() if k != "sha256"}), "has no sha256"),
+             (json.dumps(dict(original, unet=dict(original["unet"], model_channels=8))), "another UNet.*--train --replace")]
+    for text, message in cases:
+        with open(manifest, "w") as f:
+            f.write(text)
+        with pytest.raises(lm.LearnedModelError, match=message):
+            lm.load(comfy, lm.WEIGHTS, manifest)
+    with pytest.raises(lm.LearnedModelError, match="missing"):
+        lm.load(comfy, lm.WEIGHTS, str(tmp_path / "nothing.json"))
+
+
+def test_the_training_loop_learns_and_its_file_round_trips(comfy, tmp_path):
+    """A few steps of the training loop at batch 4 (the committed model's loop, from its seed,
+    cross-attention initialised from the captions drawn): the loss falls; the saved float16
+    file and its manifest load back to the same weights through load()."""
+    from bench import learned_model as lm
+
+    table = lm.CaptionTable(comfy, comfy.tiny["clip"])
+    training = lm.Training(steps=30, batch=4, warmup=5)
+    model = lm.build_model(training.seed)
+    for caption in [lm.scenes.draw(s).caption for s in range(8)]:
+        table[caption]
+    lm.initialise_cross_attention(model, table, training.seed)
+    info = lm.train(model, table, training, log=None)
+    print("loss first/last tenth:", info["first_loss"], info["loss"])
+    assert info["loss"] < 0.5 * info["first_loss"]
+    info.update(format=lm.FORMAT, unet=lm.UNET, training=asdict(training), accuracy={})
+    weights, manifest = str(tmp_path / "w.safetensors"), str(tmp_path / "w.json")
+    saved = lm.save(model, weights, manifest, info)
+    assert saved["sha256"] == lm.sha256(weights)
+    loaded = lm.load(comfy, weights, manifest)
+    for (name, a), b in zip(model.diffusion_model.state_dict().items(),
+                            loaded.model.model.diffusion_model.state_dict().values()):
+        assert torch.equal(a.to(torch.float16).to(torch.float32), b), name

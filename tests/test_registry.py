@@ -72,6 +72,9 @@ def test_archive_holds_only_what_runs_in_comfyui(archive):
         assert required in archive
     for repo_only in ("tests/", "harness/", "bench/", "scripts/", "batch_edit/", "docs/", ".github/", ".ci/"):
         assert not [name for name in archive if name.startswith(repo_only)], repo_only
+    # the repository's one weight file, the bench's learned model, stays in the repository
+    assert "bench/learned_model.safetensors" in repo_files()
+    assert not [name for name in archive if name.endswith((".safetensors", ".ckpt", ".pt"))]
 
 
 def test_nothing_in_the_archive_is_what_the_registry_flags(archive):

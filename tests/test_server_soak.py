@@ -1,5 +1,6 @@
 """One ComfyUI server, one prompt, 50 runs: every run gives the same latents bit for bit,
-and the server's memory does not grow (at most 5% after the first few runs)."""
+and the server's memory does not grow (measured +0.05% at most after the first few runs; bound
+0.5%, some 6 MiB, where a leak of one run's tensors and graph per run would add up over 45 runs)."""
 
 import os
 
@@ -58,4 +59,4 @@ def test_fifty_runs_are_bit_identical_and_memory_stays_flat(server):
     growth = max(rss[WARM_UP:]) / settled - 1
     print(f"\n[soak] {RUNS} runs bit-identical; server RSS after run {WARM_UP}: {settled / 2**20:.0f} MiB, "
           f"after run {RUNS}: {rss[-1] / 2**20:.0f} MiB, largest growth after run {WARM_UP}: {growth:+.2%}")
-    assert growth <= 0.05
+    assert growth <= 0.005
