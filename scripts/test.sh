@@ -41,7 +41,7 @@ run_on() {
   local setup_output venv path version started
   started=$SECONDS
   setup_output="$(COMFYUI_VERSION="$1" bash "$repo/scripts/setup.sh")" || return
-  echo "== set-up of ComfyUI ${1:-(setup.sh's choice)}: $((SECONDS - started)) s" >&2
+  echo "== set-up of ComfyUI ${1:-(the default)}: $((SECONDS - started)) s" >&2
   shift
   venv="$(sed -n 's/^VENV=//p' <<<"$setup_output")"
   path="$(sed -n 's/^COMFYUI_PATH=//p' <<<"$setup_output")"
