@@ -581,7 +581,11 @@ def main(argv=None):
         result = run(comfy, args.results, count=args.count or ACCURACY["count"])
         ok = _compare(result["accuracy"], result["manifest"])
         raise SystemExit(0 if ok else 1)
-    committed = read_manifest() if os.path.exists(MANIFEST) else None
+    try:  # the figures to compare with; a manifest of another configuration has none that compare
+        committed = read_manifest()
+    except LearnedModelError as error:
+        committed = None
+        print(f"not compared with the committed figures: {error}")
     training = MODEL if not args.steps else Training(**dict(asdict(MODEL), steps=args.steps))
     if args.replace:
         weights, manifest_path = WEIGHTS, MANIFEST
