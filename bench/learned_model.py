@@ -513,7 +513,7 @@ def transformer_blocks():
 
 def retrain(comfy, training=MODEL, weights=None, manifest_path=None, log=print, count=ACCURACY["count"]):
     """Train the model from its seed, measure it as the manifest does and save it (float16)
-    with its manifest. Returns (Learned, manifest)."""
+    with its manifest. Returns (Learned, manifest, {cfg: accuracy() result})."""
     from harness import tiny_models
 
     clip = comfy.tiny["clip"]
