@@ -394,8 +394,12 @@ def load(comfy, weights=WEIGHTS, manifest_path=MANIFEST):
     model.diffusion_model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
     for p in model.diffusion_model.parameters():
         p.requires_grad_(False)
-    info = dict(manifest, path=_rel(weights), parameters=sum(p.numel() for p in model.diffusion_model.parameters()))
-    return Learned(tiny_models._patcher(model), comfy.tiny["clip"], info)
+    return Learned(tiny_models._patcher(model), comfy.tiny["clip"], _info(manifest, weights, model))
+
+
+def _info(manifest, weights, model):
+    """A Learned's info: the manifest, plus the weights' path and the UNet's parameter count."""
+    return dict(manifest, path=_rel(weights), parameters=sum(p.numel() for p in model.diffusion_model.parameters()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,6 +430,20 @@ def accuracy(comfy, learned, count=ACCURACY["count"], cfg=3.0, steps=ACCURACY["s
 def figures(acc):
     """The three accuracy figures of an accuracy() result, for the manifest."""
     return {k: round(acc[k], 4) for k in ("color", "shape", "background")}
+
+
+def manifest_accuracy(results, count):
+    """The manifest's "accuracy": {"count", "steps", "cfg 3": figures, "cfg 7.5": ...} of
+    measure()'s results."""
+    return {"count": count, "steps": ACCURACY["steps"], **{f"cfg {cfg:g}": figures(acc) for cfg, acc in results.items()}}
+
+
+def committed_figures(accuracy, count=None):
+    """{cfg: figures} of a manifest's "accuracy"; empty where `count` is given and is not the
+    number of captions those figures were measured on (they would not compare)."""
+    if count is not None and accuracy.get("count") != count:
+        return {}
+    return {float(k[len("cfg "):]): v for k, v in accuracy.items() if k.startswith("cfg ")}
 
 
 def samples_figure(acc, count=24, columns=8):
@@ -474,9 +492,10 @@ def run(comfy, out_dir, count=ACCURACY["count"], cfgs=ACCURACY["cfgs"], steps=AC
     seconds = time.perf_counter() - started
     info = learned.info
     committed = info["accuracy"]
+    theirs = committed_figures(committed, count)
     body = []
     for cfg, acc in results.items():
-        mine = committed.get(f"cfg {cfg:g}", {}) if committed.get("count") == count else {}
+        mine = theirs.get(cfg, {})
         body.append([f"{cfg:g}", acc["color"], mine.get("color", "n/a"), acc["shape"], mine.get("shape", "n/a"),
                      acc["background"], mine.get("background", "n/a")])
     training = info["training"]
@@ -500,7 +519,7 @@ def run(comfy, out_dir, count=ACCURACY["count"], cfgs=ACCURACY["cfgs"], steps=AC
     shown = results[cfgs[0]]
     report.write_part(out_dir, "learned_model", title, text, samples_figure(shown))
     return {"accuracy": {cfg: figures(acc) for cfg, acc in results.items()}, "info": info,
-            "manifest": {cfg: committed.get(f"cfg {cfg:g}") for cfg in cfgs}}
+            "manifest": {cfg: theirs.get(cfg) for cfg in cfgs}}
 
 
 def transformer_blocks():
@@ -546,13 +565,11 @@ def retrain(comfy, training=MODEL, weights=None, manifest_path=None, log=print, 
             p.copy_(p.to(torch.float16).to(torch.float32))
     learned = Learned(tiny_models._patcher(model), clip, info)
     results = measure(comfy, learned, count=count)
-    info["accuracy"] = {"count": count, "steps": ACCURACY["steps"],
-                        **{f"cfg {cfg:g}": figures(acc) for cfg, acc in results.items()}}
+    info["accuracy"] = manifest_accuracy(results, count)
     manifest = save(model, weights or WEIGHTS, manifest_path or MANIFEST, info)
     if os.path.exists(partial):
         os.remove(partial)
-    learned.info = dict(manifest, path=_rel(weights or WEIGHTS),
-                        parameters=sum(p.numel() for p in model.diffusion_model.parameters()))
+    learned.info = _info(manifest, weights or WEIGHTS, model)
     return learned, manifest, results
 
 
@@ -597,8 +614,8 @@ def main(argv=None):
     print(f"wrote {weights} and {manifest_path}")
     ok = True
     if committed:
-        ok = _compare({float(k[4:]): v for k, v in manifest["accuracy"].items() if k.startswith("cfg ")},
-                      {float(k[4:]): v for k, v in committed["accuracy"].items() if k.startswith("cfg ")})
+        ok = _compare(committed_figures(manifest["accuracy"]),
+                      committed_figures(committed["accuracy"], manifest["accuracy"]["count"]))
     if args.replace:
         run(comfy, args.results, count=manifest["accuracy"]["count"], learned=learned, results=results)
     raise SystemExit(0 if ok else 1)
@@ -615,7 +632,7 @@ def _compare(measured, committed, tolerance=0.03):
             ok &= close
             print(f"cfg {cfg:g} {k:10s} measured {v:.3f}  committed {ref if ref is None else f'{ref:.3f}'}  "
                   f"{'ok' if close else f'differs by more than {tolerance}'}")
-    print("within 0.03 of the manifest" if ok else "NOT within 0.03 of the manifest")
+    print(f"within {tolerance} of the manifest" if ok else f"NOT within {tolerance} of the manifest")
     return ok
 
 

@@ -16,7 +16,7 @@ FILES = ("input.png", "vae_only.png", "reconstruction_edict.png", "reconstructio
 
 def test_the_demo_command_writes_its_pictures_and_report(tmp_path):
     """At 3 steps the report's round trips: EDICT and BDIA exact (measured 0: the saved float32
-    LATENT is the input's, bit for bit), DDIM not (measured 54.5 relative error; bound a fifth)."""
+    LATENT is the input's, bit for bit), DDIM not (measured 54.5 relative error; bound half)."""
     out = tmp_path / "demo"
     env = dict(os.environ, COMFYUI_PATH=comfyui_path(), VENV=sys.prefix, SKIP_CHROMIUM="1")
     done = subprocess.run(["bash", os.path.join(REPO, "scripts", "demo.sh"), "--steps", "3", "--out", str(out)],
@@ -30,6 +30,6 @@ def test_the_demo_command_writes_its_pictures_and_report(tmp_path):
     assert set(errors) == {"EDICT", "BDIA", "DDIM"}, report
     assert "3 steps" in report
     assert errors["EDICT"] == 0.0 and errors["BDIA"] == 0.0, errors
-    assert errors["DDIM"] >= 54.5 / 5, errors
+    assert errors["DDIM"] >= 54.5 / 2, errors
     assert f"wrote {out}" in done.stdout
 
