@@ -331,6 +331,8 @@ def test_model_part_measures_the_committed_model(bench_results):
     """The model part (bench/learned_model.py's run) loads the committed file (digest checked)
     and draws held-out captions: at quick size (8 captions, 10 steps, cfg 3) the figures are
     the same on every machine that runs the same float arithmetic; measured MODEL_QUICK."""
+    from bench import learned_model as lm
+
     out, results, summary = bench_results
     m = results["model"]
     print(m["accuracy"])
@@ -340,6 +342,8 @@ def test_model_part_measures_the_committed_model(bench_results):
     assert m["info"]["sha256"] in open(os.path.join(out, "learned_model.md")).read() or \
         m["info"]["sha256"][:12] in open(os.path.join(out, "learned_model.md")).read()
     assert "The learned model" in summary
+    assert [e["sigma"] for e in m["mean_error"]] == list(lm.MEAN_SIGMAS)
+    assert "Why it misses" in open(os.path.join(out, "learned_model.md")).read()
     assert os.path.getsize(os.path.join(out, "learned_model.png")) > 1000
 
 
