@@ -340,15 +340,21 @@ class Recorder:
         p2p = self.p2p
 
         def attention(q, k, v, heads, *rest, **options):
+            parts = {j: slice(j * chunk, (j + 1) * chunk) for j in recorded}
+            if p2p.whole and all(recorded[j][1].shape == k[part].shape for j, part in parts.items()):
+                # The source's maps over the edit's values, by ComfyUI's own attention on the
+                # call's whole batch: the same kernel on the same shapes as a call without P2P, so
+                # equal prompts give its output bit for bit on every CPU (a kernel run on one
+                # chunk may round otherwise than on the batch).
+                q, k = q.clone(), k.clone()
+                for j, part in parts.items():
+                    q[part], k[part] = recorded[j]
+                return func(q, k, v, heads, *rest, **options)
             out = func(q, k, v, heads, *rest, **options).clone()
-            for j, (source_q, source_k) in recorded.items():
-                part = slice(j * chunk, (j + 1) * chunk)
-                if p2p.whole and source_k.shape == k[part].shape:
-                    # the source's maps over the edit's values, by ComfyUI's own attention
-                    out[part] = func(source_q, source_k, v[part], heads, *rest, **options)
-                else:
-                    out[part] = prompt_to_prompt(q[part], k[part], v[part], heads, source_q, source_k,
-                                                 p2p.indices, p2p.aligned, p2p.weights).to(out.dtype)
+            for j, part in parts.items():
+                source_q, source_k = recorded[j]
+                out[part] = prompt_to_prompt(q[part], k[part], v[part], heads, source_q, source_k,
+                                             p2p.indices, p2p.aligned, p2p.weights).to(out.dtype)
             return out
 
         return attention, args
