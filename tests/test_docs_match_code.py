@@ -1,6 +1,7 @@
 """The docs name what the code has: every method of edict_core.spec.SPECS in README, pyproject,
-the pack's docstring and the batch command's help; README's workflow count is the folder's.
-(The node tables and help pages are generated and checked in test_node_table / test_node_docs.)
+the pack's docstring and the batch command's help; README's workflow count is the folder's, and
+its training time and accuracy of the learned model are the manifest's. (The node tables and
+help pages are generated and checked in test_node_table / test_node_docs.)
 """
 
 import contextlib
@@ -59,3 +60,15 @@ def test_readme_gives_the_committed_models_training_time():
     said = re.search(r"The committed run took (\d+) minutes on 2 CPU cores", _read("README.md"))
     assert said, "README does not say how long the learned model took to train"
     assert int(said.group(1)) == round(manifest["seconds"] / 60), (said.group(1), manifest["seconds"])
+
+
+def test_readme_gives_the_committed_models_accuracy():
+    """README's cfg 3 figures of the learned model are the manifest's (200 held-out captions)."""
+    manifest = json.loads(_read("bench", "learned_model.json"))
+    said = re.search(r"On (\d+) held-out captions at cfg 3 it draws the right colour ([\d.]+) of the time,\s+"
+                     r"the right shape ([\d.]+) and the right background ([\d.]+) ", _read("README.md"))
+    assert said, "README does not give the learned model's accuracy at cfg 3"
+    measured = manifest["accuracy"]
+    assert int(said.group(1)) == measured["count"]
+    assert [float(v) for v in said.groups()[1:]] == [measured["cfg 3"][k] for k in ("color", "shape", "background")], \
+        (said.groups(), measured["cfg 3"])

@@ -69,9 +69,9 @@ def test_the_committed_model_is_sd15_with_attention_at_every_level(learned):
 def test_the_learned_model_follows_its_prompts(comfy, learned):
     """Text to image through KSampler on 64 held-out captions at cfg 3, read back by
     scenes.judge: colour, shape and background as measured on the committed model (64 captions,
-    30 steps, 0.3.75: 0.31, 0.41, 0.06; the manifest's 200: 0.30, 0.385, 0.085; chance 1/6, 1/4,
-    1/15), within 3 to 4 scenes of 64. The model misses issue 25's targets (0.90, 0.80, 0.70):
-    these bounds hold it where it is, not where it should be."""
+    30 steps, 0.3.75: MEASURED_*; the manifest's 200: 0.84, 0.62, 0.8; chance 1/6, 1/4, 1/15),
+    within 3 to 4 scenes of 64. Issue 25's targets are 0.90, 0.80, 0.70: the background meets
+    its target, colour and shape do not yet, and these bounds hold the model where it is."""
     from bench import learned_model as lm
 
     figures = lm.accuracy(comfy, learned, count=64, cfg=3.0, steps=30)
@@ -83,28 +83,33 @@ def test_the_learned_model_follows_its_prompts(comfy, learned):
 
 
 # What test_the_learned_model_follows_its_prompts measured on the committed model (64 captions).
-MEASURED_COLOR, MEASURED_SHAPE, MEASURED_BACKGROUND = 0.3125, 0.40625, 0.0625
+MEASURED_COLOR, MEASURED_SHAPE, MEASURED_BACKGROUND = 0.765625, 0.578125, 0.71875
 
 
-def test_the_committed_model_cannot_see_the_noises_mean(comfy, learned):
-    """Why the committed model misses its targets, measured (lm.mean_error on 64 held-out
-    scenes): at every noise level the clean picture its EPS prediction implies is off, in each
-    channel's mean over the picture, by as much as the noise's own channel mean (measured ratio
-    0.99 at sigma 14.6 down to 0.3): it predicts none of it, so sampling keeps the mean colour of
-    its starting noise. The rest of the picture it does see (at sigma 0.3 the remaining error
-    is 0.022 rms per pixel, against the noise's 0.3). At the top level the noise's channel mean
-    (0.85) is 3.4 times the spread of the pictures' own (0.25). A model that fixes this fails here, and
-    this test then holds the fixed figures instead."""
+def test_the_committed_model_predicts_part_of_the_noises_mean(comfy, learned):
+    """What the committed model makes of the noise's mean over the picture (lm.mean_error on
+    64 held-out scenes): the clean picture its EPS prediction implies is off, in each channel's
+    mean, by a share of the noise's own channel mean (MEASURED_MEAN_SHARE per level, sigma 14.6
+    down to 0.3; bound 0.03 either side): below 1, so it predicts the rest. The earlier model,
+    whose output GroupNorm had one channel per group, measured 0.99 at every level and drew the
+    mean colour of its starting noise. At sigma 0.3 the remaining error is 0.0243 rms per pixel,
+    against the noise's 0.3. At the top level the noise's channel mean (0.85) is 3.4 times the
+    spread of the pictures' own (0.25)."""
     from bench import learned_model as lm
 
     levels = lm.mean_error(comfy, learned)
-    print(levels)
+    shares = [round(m["mean"] / m["noise_mean"], 3) for m in levels]
+    print(levels, "shares", shares)
     assert [m["sigma"] for m in levels] == list(lm.MEAN_SIGMAS)
-    for m in levels:
-        assert 0.97 <= m["mean"] / m["noise_mean"] <= 1.01, m
+    for share, measured in zip(shares, MEASURED_MEAN_SHARE):
+        assert abs(share - measured) <= 0.03, (shares, MEASURED_MEAN_SHARE)
     clean = levels[-1]
-    assert clean["rest"] <= 0.022 * 1.2, clean
+    assert clean["rest"] <= 0.0243 * 1.2, clean
     assert levels[0]["noise_mean"] > 3 * levels[0]["spread"], levels[0]
+
+
+# The channel-mean error over the noise's channel mean at each of lm.MEAN_SIGMAS (64 scenes).
+MEASURED_MEAN_SHARE = [0.587, 0.556, 0.564, 0.695, 0.808]
 
 
 def test_a_damaged_file_or_manifest_is_refused_by_name(comfy, tmp_path):
