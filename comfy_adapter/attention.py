@@ -36,12 +36,17 @@ from ..edict_core.attention import Window, align_tokens, lockstep, prompt_to_pro
 from ..edict_core.validation import relative_error
 from .errors import NodeInputError
 from .fingerprint import model_fingerprint
+from .notices import Notices
 from .session import run_in_session
 
 CONTROL_TYPE = "ATTENTION_CONTROL"
 CONTROL_NODE = "Exact Attention Control"
 P2P_NODE = "Exact Prompt-to-Prompt"
 KEYS_AND_VALUES, VALUES = "keys and values", "values"
+# Exact Attention Control's custom inputs and their defaults (MasaCtrl's, on SD1.5's 50 steps
+# and 16 self-attention layers): under preset auto they are not used.
+CUSTOM_DEFAULTS = {"inject": KEYS_AND_VALUES, "step_start": 4 / 50, "step_end": 1.0, "layer_start": 10 / 16,
+                   "layer_end": 1.0}
 INJECTIONS = (KEYS_AND_VALUES, VALUES)
 
 
@@ -138,8 +143,16 @@ def make_control(preset, inject, step_start, step_end, layer_start, layer_end, s
     if inject not in INJECTIONS:
         raise NodeInputError(CONTROL_NODE, "inject", f"unknown injection {inject!r}.",
                              f"Use one of {', '.join(INJECTIONS)}.")
-    return AttentionControl(preset, inject, _window(CONTROL_NODE, "step", step_start, step_end),
-                            _window(CONTROL_NODE, "layer", layer_start, layer_end), source_positive)
+    control = AttentionControl(preset, inject, _window(CONTROL_NODE, "step", step_start, step_end),
+                               _window(CONTROL_NODE, "layer", layer_start, layer_end), source_positive)
+    given = dict(inject=inject, step_start=step_start, step_end=step_end, layer_start=layer_start, layer_end=layer_end)
+    changed = [name for name, value in given.items() if value != CUSTOM_DEFAULTS[name]
+               and not (isinstance(value, float) and abs(value - CUSTOM_DEFAULTS[name]) < 5e-4)]
+    if preset == "auto" and changed:
+        Notices(CONTROL_NODE).info(f"preset auto uses the model family's own inject and windows, so "
+                                   f"{', '.join(changed)} (changed from the defaults) are not used. Choose "
+                                   "preset custom to use them.")
+    return control
 
 
 def _window(node, what, start, end):

@@ -14,6 +14,8 @@ from .errors import NodeInputError, checked
 
 METHOD_TYPE = "EXACT_METHOD"  # the link type of the advanced nodes
 METHOD_TITLES = {name: spec.title for name, spec in SPECS.items()}
+# The methods whose pairs Latent Pair Mix mixes, for its messages and tooltips: "EDICT or Rex".
+MIXABLE = " or ".join(spec.title for spec in SPECS.values() if spec.mixable)
 
 
 @dataclass(frozen=True)

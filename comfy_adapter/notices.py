@@ -12,6 +12,7 @@ the executing thread, the log is the only place: every notice goes to the log as
 import logging
 
 log = logging.getLogger("exact_inversion")
+SIGNS = {True: "\u26a0", False: "\u2139"}  # a warning's sign, an info's
 
 
 def _executing_node_id():
@@ -45,13 +46,14 @@ class Notices:
         self.node_id = _executing_node_id()
 
     def warn(self, text, level=logging.WARNING):
-        """Log `text` and show it, with the run's earlier notices, on the node."""
+        """Log `text` and show it, with the run's earlier notices, on the node: a warning
+        under the warning sign, an info under the information sign."""
         if not text:
             return
         log.log(level, "%s: %s", self.node, text)
-        self.texts.append(text)
+        self.texts.append(f"{SIGNS[level >= logging.WARNING]} {text}")
         if self.node_id is not None:
-            _send_to_node(self.node_id, "\n\n".join(f"\u26a0 {t}" for t in self.texts))
+            _send_to_node(self.node_id, "\n\n".join(self.texts))
 
     def info(self, text):
         self.warn(text, logging.INFO)

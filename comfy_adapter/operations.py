@@ -19,10 +19,11 @@ import comfy.sampler_helpers
 import comfy.samplers
 
 from .. import edict_core as core
+from ..edict_core.spec import SPECS
 from . import attention
 from .errors import NodeInputError, checked
 from .fingerprint import model_fingerprint
-from .methods import METHOD_TITLES, Method
+from .methods import METHOD_TITLES, MIXABLE, Method
 from .notices import Notices
 from .record import RECORD_KEY, check_pair, plain_latent, read_record, with_record
 from .session import generate_from_noise, latent_format_name, model_sampling_kind, run_in_session
@@ -355,14 +356,46 @@ def _sample_controlled(node, notices, guider, source_guider, latent, method, sch
     start = _sample_start(node, notices, guider, latent, method, None, None, schedule, identity)
     start.method.check_steps(node, start.steps, _schedule_input(schedule))
     edit, source, report = attention.sample_controlled(node, source_guider, guider, latent, start, control)
-    p2p = f", prompt-to-prompt in {report['p2p_calls']} cross-attention calls" if control.p2p is not None else ""
-    notices.info(f"attention control ({report['inject']}, steps {report['steps']}, layers {report['layers']}): "
-                 f"{report['injected_calls']} attention calls read the source{p2p}; the source branch ends "
-                 f"{report['source_end_error']:.2e} from the source latent.")
+    _control_notices(notices, report, control, start.steps)
     branch, partner = _keep_outside_mask(latent, start.source, edit)
     out = _wrapped(latent, start, "clean", branch, partner, identity, cfg)
     out[RECORD_KEY]["attention_control"] = dict(report, source_branch=source[0])
     return out
+
+
+def _span(window):
+    """[start, end] of a step or layer window, as a user reads it: "0.08 to 1"."""
+    return f"{window[0]:g} to {window[1]:g}"
+
+
+def _control_notices(notices, report, control, steps):
+    """What a controlled run did, on the node: an info of the calls it controlled and where the
+    source branch ended, and a warning for each part that controlled no call (a window that
+    selects no step or no layer of this run, or a model with no such layer)."""
+    self_part = report["steps"][0] < report["steps"][1]
+    done = []
+    if self_part:
+        done.append(f"the source's {report['inject']} in {report['injected_calls']} self-attention calls "
+                    f"(steps {_span(report['steps'])}, layers {_span(report['layers'])})")
+    if control.p2p is not None:
+        done.append(f"prompt-to-prompt in {report['p2p_calls']} cross-attention calls "
+                    f"(steps {_span(report['p2p_steps'])})")
+    notices.info(f"attention control: {'; '.join(done) or 'nothing'}; the source branch ends "
+                 f"{report['source_end_error']:.2e} from the source latent.")
+    where = f"of this {steps}-step run on {report['family']}"
+    if self_part and report["injected_calls"] == 0:
+        notices.warn(f"attention control injected the source into no self-attention call: its step window "
+                     f"{_span(report['steps'])} and layer window {_span(report['layers'])} select no step or no "
+                     f"layer {where}. Widen them (preset custom: step_start, step_end, layer_start, layer_end) "
+                     "or run more steps.")
+    if control.p2p is not None and report["p2p_calls"] == 0:
+        notices.warn(f"prompt-to-prompt replaced no cross-attention map: its step window "
+                     f"{_span(report['p2p_steps'])} selects no step {where}. Widen step_start and step_end on "
+                     "Exact Prompt-to-Prompt, or run more steps.")
+    if not self_part and control.p2p is None:
+        notices.warn(f"attention control has an empty step window ({_span(report['steps'])}), so the edit reads "
+                     "nothing from the source. Set step_end above step_start on Exact Attention Control, or "
+                     "disconnect attention_control.")
 
 
 def _follows_record(latent, method, state):
@@ -406,12 +439,13 @@ def sample_simple(node, model, positive, negative, latent, cfg, seed, schedule, 
 
 
 def mix_pair(node, latent, weight):
-    """weight * x + (1 - weight) * y of an EDICT pair, as a plain LATENT."""
+    """weight * x + (1 - weight) * partner of a pair whose two states sit at one noise level
+    (MethodSpec.mixable: EDICT's branches, Rex's x and x_hat), as a plain LATENT."""
     record = read_record(latent)
     if record is None:
-        raise NodeInputError(node, "latent", "it is a plain latent with no EDICT pair.",
-                             "Connect the output of EDICT Sample or EDICT Invert.")
-    if record["method"] != "edict":
+        raise NodeInputError(node, "latent", "it is a plain latent with no pair to mix.",
+                             f"Connect the output of a Sample or Invert node of {MIXABLE}.")
+    if not SPECS[record["method"]].mixable:
         raise NodeInputError(node, "latent", f"it holds a {METHOD_TITLES[record['method']]} pair, whose "
                              "two states sit at different noise levels and cannot be mixed.",
                              f"Connect {METHOD_TITLES[record['method']]} Sample's output to VAE Decode directly.")
@@ -421,6 +455,6 @@ def mix_pair(node, latent, weight):
     if tuple(record["partner"].shape) != tuple(latent["samples"].shape):
         raise NodeInputError(node, "latent", "its samples and its pair partner differ in shape: a "
                              "node between them changed only `samples`.",
-                             "Connect EDICT Sample's output directly.")
+                             f"Connect {METHOD_TITLES[record['method']]} Sample's output directly.")
     x, y = record["branch"], record["partner"]
     return plain_latent(latent, weight * x + (1 - weight) * y)

@@ -99,6 +99,9 @@ class MethodSpec:
     scheduler: str = "normal"  # the simple nodes' defaults: ones under which the method edits well
     denoise: float = 0.8
     steps: int = 50  # the papers' setting; fewer where a step costs many calls (Rex's RK4: 8)
+    # Its pair's two states sit at one noise level (EDICT's x and y, Rex's x and x_hat), so
+    # Latent Pair Mix can mix them; BDIA's and O-BELM's are two consecutive levels.
+    mixable: bool = False
 
     @property
     def defaults(self):
@@ -161,7 +164,7 @@ SPECS = {spec.name: spec for spec in (
             Setting("leapfrog", "BOOLEAN", True, _check_bool,
                     "Alternate which branch is updated first on each step, as in the paper."),
         ),
-        min_steps=1, calls_per_step=2,
+        min_steps=1, calls_per_step=2, mixable=True,
         growth=lambda p: (1 / p["mix_weight"] ** 2, f"1/mix_weight^2 = 1/{p['mix_weight']}^2")),
     MethodSpec(
         name="bdia", title="BDIA", node_prefix="BDIA",
@@ -196,7 +199,7 @@ SPECS = {spec.name: spec for spec in (
         about=("Rex (Blasingame & Liu, ICML 2026): reversible exponential Runge-Kutta, two coupled "
                "latents, exact at the order of its tableau; 2 model calls per stage per step: "
                + ", ".join(f"{name} {rex.calls_per_step(name)}" for name in rex.TABLEAUS) + "."),
-        pair="one noisy state x, carrying its partner x_hat",
+        pair="one noisy state x, carrying its partner x_hat", mixable=True,
         # bench/results/convergence.md: rk4 reaches O-BELM's 50-call error at about 90 calls
         # (11 steps) and passes it beyond; under 100 calls O-BELM is the better buy.
         advice=("RK4 (the default) is fourth order at 8 model calls a step, so its default 20 steps cost "

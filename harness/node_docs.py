@@ -155,9 +155,10 @@ def _method_node_recipe(spec):
 TEXTS = {
     "LatentPairMix": {
         "recipe": ["EDICT Sample → **Latent Pair Mix** → VAE Decode (example workflow `edict_edit`).",
-                   "weight 0.5 averages EDICT's two branches x and y, as the paper's final mixing does."],
-        "pitfalls": ["**EDICT pairs only.** A plain latent, or a BDIA / O-BELM result, has no EDICT pair "
-                     "and is refused with a message; those need no mix.",
+                   "weight 0.5 averages EDICT's two branches x and y, as the paper's final mixing does; "
+                   "a Rex pair's x and x_hat sit at one level too and mix the same way."],
+        "pitfalls": ["**Pairs of one level only.** A plain latent, or a BDIA / O-BELM result (two "
+                     "consecutive levels), is refused with a message; those need no mix.",
                      "**The output is a plain latent.** It no longer carries the pair, so an Invert node "
                      "cannot take it back exactly: invert EDICT Sample's own output instead."],
     },

@@ -2,8 +2,8 @@
 advanced), whose edit then reads the source branch's attention in lockstep
 (comfy_adapter/attention.py): mutual self-attention / value injection, and prompt-to-prompt."""
 
-from ..comfy_adapter.attention import (CONTROL_NODE, CONTROL_TYPE, FAMILIES, INJECTIONS, P2P_NODE, make_control,
-                                       make_p2p)
+from ..comfy_adapter.attention import (CONTROL_NODE, CONTROL_TYPE, CUSTOM_DEFAULTS, FAMILIES, INJECTIONS,
+                                       P2P_NODE, make_control, make_p2p)
 from .exact_inversion import CATEGORY, SEARCH_ALIASES
 
 _DEFAULTS = "; ".join(
@@ -37,17 +37,17 @@ class ExactAttentionControl:
                        "auto: the model family's defaults from the papers (" + _DEFAULTS + "; step and layer "
                        "windows are fractions of the run's steps and of the self-attention layers in call "
                        "order). custom: the inject and window inputs below."}),
-            "inject": (list(INJECTIONS), {"default": INJECTIONS[0], "tooltip":
+            "inject": (list(INJECTIONS), {"default": CUSTOM_DEFAULTS["inject"], "tooltip":
                        "custom only. keys and values: the edit's queries attend to the source's image tokens "
                        "(MasaCtrl). values: only the values are the source's (RF-Edit), a lighter hold."}),
-            "step_start": _fraction(4 / 50, "custom only. First step of the window, as a fraction of the "
+            "step_start": _fraction(CUSTOM_DEFAULTS["step_start"], "custom only. First step of the window, as a fraction of the "
                                     "steps (MasaCtrl: step 4 of 50 = 0.08)."),
-            "step_end": _fraction(1.0, "custom only. End of the step window (exclusive), as a fraction; "
+            "step_end": _fraction(CUSTOM_DEFAULTS["step_end"], "custom only. End of the step window (exclusive), as a fraction; "
                                   "equal to step_start: no control at all."),
-            "layer_start": _fraction(10 / 16, "custom only. First controlled layer, as a fraction of the "
+            "layer_start": _fraction(CUSTOM_DEFAULTS["layer_start"], "custom only. First controlled layer, as a fraction of the "
                                      "self-attention layers in call order (MasaCtrl: layer 10 of 16, the "
                                      "UNet's decoder = 0.625)."),
-            "layer_end": _fraction(1.0, "custom only. End of the layer window (exclusive), as a fraction."),
+            "layer_end": _fraction(CUSTOM_DEFAULTS["layer_end"], "custom only. End of the layer window (exclusive), as a fraction."),
         }, "optional": {
             "source_positive": ("CONDITIONING", {"tooltip":
                                 "The prompt that describes the photo: the one Invert used. The simple Sample "

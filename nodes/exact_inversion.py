@@ -5,7 +5,7 @@ Latent Pair Mix. Each class only wires its inputs to comfy_adapter.operations.""
 import comfy.samplers
 
 from ..comfy_adapter import operations
-from ..comfy_adapter.methods import Method
+from ..comfy_adapter.methods import MIXABLE, Method
 from ..comfy_adapter.operations import Schedule
 from ..edict_core.spec import SPECS
 
@@ -114,7 +114,7 @@ def make_sample_node(spec):
         "CATEGORY": CATEGORY, "SEARCH_ALIASES": SEARCH_ALIASES, "RETURN_TYPES": ("LATENT",), "FUNCTION": "sample",
         "OUTPUT_TOOLTIPS": (f"The result as a LATENT, carrying its clean pair: {spec.title} Invert takes it "
                             "back to the noise it came from exactly"
-                            + (", and Latent Pair Mix mixes EDICT's two branches." if spec.name == "edict" else
+                            + (", and Latent Pair Mix mixes its two states." if spec.mixable else
                                "; VAE Decode and other nodes see an ordinary latent."),),
         "INPUT_TYPES": classmethod(lambda cls: {"required": _common_inputs(spec, SAMPLE_LATENT, True),
                                                 "optional": {"attention_control": CONTROL_INPUT}}),
@@ -123,7 +123,8 @@ def make_sample_node(spec):
 
 
 class LatentPairMix:
-    DESCRIPTION = "Mix the two branches of an EDICT pair: weight * x + (1 - weight) * y."
+    DESCRIPTION = (f"Mix the two states of a pair that sit at one noise level ({MIXABLE}): "
+                   "weight * x + (1 - weight) * its partner.")
     CATEGORY = CATEGORY
     SEARCH_ALIASES = SEARCH_ALIASES
     RETURN_TYPES = ("LATENT",)
@@ -133,9 +134,10 @@ class LatentPairMix:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "latent": ("LATENT", {"tooltip": "An EDICT pair: the output of EDICT Sample (or EDICT Invert)."}),
+            "latent": ("LATENT", {"tooltip": f"The output of a Sample (or Invert) node of {MIXABLE}, whose "
+                                             "pair's two states sit at one noise level."}),
             "weight": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
-                                 "tooltip": "Weight of the first branch x; 0.5 averages x and y."}),
+                                 "tooltip": "Weight of the first state x; 0.5 averages x and its partner."}),
         }}
 
     def mix(self, latent, weight):

@@ -15,6 +15,7 @@ The figures go to tests/artifacts/attention_control.json.
 """
 
 import json
+import logging
 import os
 
 import pytest
@@ -162,6 +163,37 @@ def _ksampler(comfy, model, c):
                     denoise=0.8)["samples"]
 
 
+def test_a_control_that_reads_nothing_says_so(comfy, caplog):
+    """A custom control whose step window is empty runs the plain edit, and says on the node
+    (and in the log) that the edit read nothing from the source, naming the inputs to change."""
+    c = case(comfy, "sd15")
+    inverted = c.invert("BDIA")
+    plain, _ = c.sample("BDIA", inverted, c.edit)
+    with caplog.at_level(logging.INFO, logger="exact_inversion"):
+        empty, _ = c.sample("BDIA", inverted, c.edit, c.control(step_start=0.5, step_end=0.5))
+    assert torch.equal(empty["exact_inversion"]["branch"], plain["exact_inversion"]["branch"])
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("attention control has an empty step window (0.5 to 0.5), so the edit reads nothing from the "
+               "source. Set step_end above step_start" in m for m in warned), warned
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "attention control:" in r.getMessage()]
+    assert info and "{" not in info[-1] and "[" not in info[-1], info
+
+
+def test_preset_auto_says_which_changed_inputs_it_does_not_use(comfy, caplog):
+    """Under preset auto the custom inputs are not used: changed from their defaults, the node
+    names them in a notice; at their defaults it says nothing."""
+    inputs = dict(preset="auto", inject="keys and values", step_start=0.08, step_end=1.0, layer_start=0.625,
+                  layer_end=1.0)
+    with caplog.at_level(logging.INFO, logger="exact_inversion"):
+        run_node(comfy, "ExactAttentionControl", **inputs)
+        quiet = len(caplog.records)
+        run_node(comfy, "ExactAttentionControl", **dict(inputs, step_end=0.5, inject="values"))
+    assert quiet == 0, [r.getMessage() for r in caplog.records]
+    said = [r.getMessage() for r in caplog.records]
+    assert any("preset auto uses the model family's own inject and windows, so inject, step_end (changed from "
+               "the defaults) are not used. Choose preset custom" in m for m in said), said
+
+
 def test_model_unchanged_and_other_override_chained(comfy):
     c = case(comfy, "sd15")
     method = METHODS[0]
@@ -283,7 +315,7 @@ P2P_CASES = [("sd15", METHODS[0]), ("sd15", "BDIA"), ("sdxl", "BDIA")]
 
 
 @pytest.mark.parametrize(("name", "method"), P2P_CASES, ids=[f"{n}-{m}" for n, m in P2P_CASES])
-def test_prompt_to_prompt(comfy, figures, name, method):
+def test_prompt_to_prompt(comfy, figures, caplog, name, method):
     c = case(comfy, name)
     clip = comfy.tiny["clip"]
 
@@ -296,8 +328,13 @@ def test_prompt_to_prompt(comfy, figures, name, method):
     inverted = c.invert(method)
     back, _ = c.sample(method, inverted, c.positive)
     plain, plain_calls = c.sample(method, inverted, c.edit)
-    empty, _ = c.sample(method, inverted, c.edit, p2p(step_start=0.5, step_end=0.5))
+    with caplog.at_level(logging.WARNING, logger="exact_inversion"):
+        empty, _ = c.sample(method, inverted, c.edit, p2p(step_start=0.5, step_end=0.5))
     assert torch.equal(empty["exact_inversion"]["branch"], plain["exact_inversion"]["branch"])
+    # A window that selects nothing says so on the node (the notice is logged as well).
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("prompt-to-prompt replaced no cross-attention map: its step window 0.5 to 0.5 selects no step "
+               "of this" in m for m in said), said
     same, _ = c.sample(method, inverted, c.positive, p2p(edit_text=SOURCE_TEXT))
     assert torch.equal(same["exact_inversion"]["branch"], back["exact_inversion"]["branch"])
 

@@ -88,9 +88,9 @@ def test_a_node_error_reaches_the_ui_as_a_readable_message(server, page):
     answer = press_run(page)
     assert answer.ok
     assert wait_for_history(server, answer.json()["prompt_id"])["status"]["status_str"] == "error"
-    message = page.get_by_text("Latent Pair Mix: input 'latent': it is a plain latent with no EDICT pair.")
+    message = page.get_by_text("Latent Pair Mix: input 'latent': it is a plain latent with no pair to mix.")
     message.first.wait_for(timeout=20_000)
-    assert "Connect the output of EDICT Sample or EDICT Invert." in page.content()
+    assert "Connect the output of a Sample or Invert node of EDICT or Rex." in page.content()
     page.screenshot(path=os.path.join(ARTIFACTS, "node_error.png"))
 
 

@@ -34,6 +34,19 @@ def test_edit_changes_the_image_and_keeps_the_pair(comfy, scene):
     assert "exact_inversion" not in mixed
 
 
+def test_latent_pair_mix_mixes_every_pair_of_one_level(comfy, scene):
+    """Latent Pair Mix mixes the pairs whose two states sit at one noise level (the spec's
+    mixable: EDICT's and Rex's), and refuses the others by name (test_errors)."""
+    mixable = [m for m in METHODS if SPEC_OF[m].mixable]
+    assert mixable == ["EDICT", "Rex"]
+    for method in mixable:
+        edited = sample(comfy, scene, method, invert(comfy, scene, method), positive="edit")
+        record = edited["exact_inversion"]
+        mixed = run_node(comfy, "LatentPairMix", latent=edited, weight=0.5)
+        assert torch.equal(mixed["samples"], (0.5 * record["branch"] + 0.5 * record["partner"]).float()), method
+        assert relative_error(mixed["samples"], record["branch"].float()) > 0, method
+
+
 # Settings other than the defaults, which a Sample output's re-inversion must ignore.
 OTHER_SETTINGS = {"EDICT": {"mix_weight": 0.5, "leapfrog": True}, "BDIA": {"gamma": 0.5}, "OBELM": {}}
 

@@ -47,8 +47,8 @@ def with_inf_partner(inverted):
 BAD_INPUTS = [
     ("plain latent into Latent Pair Mix",
      lambda c, s: run_node(c, "LatentPairMix", latent=s["latent"], weight=0.5),
-     r"Latent Pair Mix: input 'latent': it is a plain latent with no EDICT pair\. "
-     r"Connect the output of EDICT Sample or EDICT Invert\."),
+     r"Latent Pair Mix: input 'latent': it is a plain latent with no pair to mix\. "
+     r"Connect the output of a Sample or Invert node of EDICT or Rex\."),
     ("BDIA pair into Latent Pair Mix",
      lambda c, s: run_node(c, "LatentPairMix", latent=invert(c, s, "BDIA"), weight=0.5),
      r"Latent Pair Mix: input 'latent': it holds a BDIA pair.*Connect BDIA Sample's output to VAE Decode"),
