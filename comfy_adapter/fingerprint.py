@@ -64,3 +64,42 @@ def model_fingerprint(model):
     for key in sorted(model.patches):
         _update(digest, f"patch:{key}", model.patches[key])
     return digest.hexdigest()[:16]
+
+
+def _cond_update(digest, value):
+    """Every byte of a conditioning's tensors, and its plain values, into `digest`."""
+    if torch.is_tensor(value):
+        flat = value.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        for key in sorted(value, key=str):
+            if key != "uuid":  # convert_cond draws a new one for every guider
+                digest.update(f"{key}:".encode())
+                _cond_update(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"[{len(value)}]".encode())
+        for item in value:
+            _cond_update(digest, item)
+    elif isinstance(value, (int, float, str, bool)) or value is None:
+        digest.update(f"={value!r}".encode())
+    elif torch.is_tensor(getattr(value, "cond", None)):  # a model cond (CONDRegular, CONDCrossAttn, ...)
+        digest.update(type(value).__name__.encode())
+        _cond_update(digest, value.cond)
+    else:  # a control net, hooks, ...: named by type, not read
+        digest.update(type(value).__name__.encode())
+
+
+def conds_digests(guider):
+    """{"positive": 16 hex digits, "negative": ...} over the conditioning a GUIDER samples
+    with (its `original_conds`, as set_conds left them), for each of the two it has: what
+    Invert records, so that a controlled Sample can tell whether its source branch gets the
+    same prompts. {} for a guider that keeps no `original_conds`."""
+    conds = getattr(guider, "original_conds", None) or {}
+    out = {}
+    for name in ("positive", "negative"):
+        if name in conds:
+            digest = hashlib.sha256()
+            _cond_update(digest, conds[name])
+            out[name] = digest.hexdigest()[:16]
+    return out

@@ -22,7 +22,7 @@ from .. import edict_core as core
 from ..edict_core.spec import SPECS
 from . import attention
 from .errors import NodeInputError, checked
-from .fingerprint import model_fingerprint
+from .fingerprint import conds_digests, model_fingerprint
 from .methods import METHOD_TITLES, MIXABLE, Method
 from .notices import Notices
 from .record import RECORD_KEY, check_pair, plain_latent, read_record, with_record
@@ -310,11 +310,13 @@ def invert(node, guider, latent, sigmas, method, schedule=None, cfg=None):
     notices.warn(start.method.past_exact_range(start.steps))
     notices.warn(start.method.edit_drift(start.prepared))
     branch, partner = _run(node, guider, latent, start, "invert")
-    return _wrapped(latent, start, "noisy", branch, partner, identity, cfg)
+    out = _wrapped(latent, start, "noisy", branch, partner, identity, cfg)
+    out[RECORD_KEY].update({f"{name}_digest": d for name, d in conds_digests(guider).items()})
+    return out
 
 
 def sample(node, guider, latent, method, sigmas=None, noise=None, schedule=None, cfg=None, control=None,
-           source_guider=None):
+           source_guider=None, source_inputs=None):
     """Generate with `method`: from an inverted latent's pair along its own schedule (exact
     regeneration, or an edit when the guider's conditioning differs), or from a plain latent
     like SamplerCustomAdvanced (noise from `noise` at sigmas[0], then `method`).
@@ -326,13 +328,16 @@ def sample(node, guider, latent, method, sigmas=None, noise=None, schedule=None,
     control, source_guider: an ATTENTION_CONTROL and the source branch's guider (the
     inversion's conditioning and cfg): the edit then runs in lockstep with the source branch,
     reading its attention (comfy_adapter/attention.py); only for an inverted latent.
+    source_inputs: {"positive" | "negative": (input, fix)}, the node's inputs that gave the
+    source guider each conditioning (default: its source_guider input), named where one is
+    not the inversion's.
     """
     notices = Notices(node)
     method = method.validated(node)
     identity = _model_identity(guider.model_patcher)
     if control is not None:
         return _sample_controlled(node, notices, guider, source_guider, latent, method, schedule, cfg, control,
-                                  identity)
+                                  identity, source_inputs)
     start = _sample_start(node, notices, guider, latent, method, sigmas, noise, schedule, identity)
     if start is None:  # denoise 0
         return dict(latent)
@@ -342,7 +347,8 @@ def sample(node, guider, latent, method, sigmas=None, noise=None, schedule=None,
     return _wrapped(latent, start, "clean", branch, partner, identity, cfg)
 
 
-def _sample_controlled(node, notices, guider, source_guider, latent, method, schedule, cfg, control, identity):
+def _sample_controlled(node, notices, guider, source_guider, latent, method, schedule, cfg, control, identity,
+                       source_inputs=None):
     """sample() with attention control: an inverted pair, two branches in lockstep."""
     control.resolved(node, guider.model_patcher)  # the family first: no latent makes it supported
     record = read_record(latent)
@@ -353,6 +359,7 @@ def _sample_controlled(node, notices, guider, source_guider, latent, method, sch
                              "Connect the output of an Invert node to latent_image, or disconnect "
                              "attention_control.")
     attention.check_source_guider(node, guider, source_guider)
+    _check_source_conds(node, record, source_guider, source_inputs)
     start = _sample_start(node, notices, guider, latent, method, None, None, schedule, identity)
     start.method.check_steps(node, start.steps, _schedule_input(schedule))
     edit, source, report = attention.sample_controlled(node, source_guider, guider, latent, start, control)
@@ -361,6 +368,25 @@ def _sample_controlled(node, notices, guider, source_guider, latent, method, sch
     out = _wrapped(latent, start, "clean", branch, partner, identity, cfg)
     out[RECORD_KEY]["attention_control"] = dict(report, source_branch=source[0])
     return out
+
+
+ADVANCED_SOURCE = ("source_guider", "Connect the GUIDER that Exact Invert (Advanced) used (the same prompts and "
+                                     "cfg), or invert again with this one.")
+
+
+def _check_source_conds(node, record, source_guider, source_inputs=None):
+    """Refuse a source branch whose conditioning is not the inversion's (the digests Invert
+    recorded; records older than them are not checked): it would not retrace the photo, and
+    the edit would read attention from another picture."""
+    digests = conds_digests(source_guider)
+    for name in ("positive", "negative"):
+        recorded = record.get(f"{name}_digest")
+        if recorded is None or name not in digests or digests[name] == recorded:
+            continue
+        what, fix = (source_inputs or {}).get(name, ADVANCED_SOURCE)
+        raise NodeInputError(node, what, f"the source branch's {name} prompt is not the one Invert used, so it "
+                             "would not retrace the photo and the edit would read another picture's attention.",
+                             fix)
 
 
 def _span(window):
@@ -435,7 +461,16 @@ def sample_simple(node, model, positive, negative, latent, cfg, seed, schedule, 
         source_guider = simple_guider(model, control.source_positive, negative, record.get("cfg", cfg))
     return sample(node, simple_guider(model, positive, negative, cfg), latent, method,
                   None if following else schedule.sigmas(model), SeededNoise(seed), schedule, cfg,
-                  control=control, source_guider=source_guider)
+                  control=control, source_guider=source_guider, source_inputs=SIMPLE_SOURCE)
+
+
+# Where the simple Sample nodes' source branch gets each conditioning, for _check_source_conds.
+SIMPLE_SOURCE = {
+    "positive": ("attention_control", "Connect the prompt Invert used (its CLIP Text Encode) to the control's "
+                                      "source_positive; the edit prompt goes to Sample's positive."),
+    "negative": ("negative", "Connect the negative Invert used: the source branch borrows Sample's negative, "
+                             "so an edit changes only the positive."),
+}
 
 
 def mix_pair(node, latent, weight):

@@ -30,6 +30,10 @@ record = {
     "latent_format": "SD15" | "SDXL" | "SD3" | "Flux" | ...,
     "model_fingerprint": 16 hex digits over the weights and patches (fingerprint.py); a Sample
               node whose model differs says so (absent in records older than it),
+    "positive_digest", "negative_digest": 16 hex digits over the inversion guider's
+              conditioning (fingerprint.conds_digests; Invert's output only): a Sample with
+              attention control refuses a source branch given other prompts (absent in older
+              records, and for a guider without them),
 }
 """
 

@@ -57,6 +57,10 @@ def _is_str(value):
     return isinstance(value, str)
 
 
+def _is_hex16(value):
+    return _is_str(value) and len(value) == 16 and all(c in "0123456789abcdef" for c in value)
+
+
 # Record fields other than tensors and the method's settings, kept as JSON metadata:
 # field -> (test, what the value must be). The first four every record has.
 FIELD_RULES = {
@@ -70,6 +74,8 @@ FIELD_RULES = {
     "scheduler": (_is_str, "a string"),
     "denoise": (lambda v: _is_number(v) and 0 <= v <= 1, "a number from 0 to 1"),
     "cfg": (lambda v: _is_number(v) and math.isfinite(v), "a finite number"),
+    "positive_digest": (lambda v: _is_hex16(v), "16 hex digits"),
+    "negative_digest": (lambda v: _is_hex16(v), "16 hex digits"),
 }
 FIELDS = tuple(FIELD_RULES)
 REQUIRED_FIELDS = FIELDS[:4]

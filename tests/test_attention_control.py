@@ -286,6 +286,40 @@ def test_bad_input_is_named(comfy):
     assert "same MODEL" in str(caught.value)
 
 
+def test_a_source_branch_with_other_prompts_is_refused_by_input(comfy):
+    """Invert records digests of its positive and negative conditioning; a controlled Sample
+    whose source branch would get other ones (the control's source_positive, Sample's negative
+    on the simple nodes; the source GUIDER on the advanced one) is refused before it runs,
+    naming that input, since it would not retrace the photo. The same prompts pass."""
+    c = case(comfy, "sd15")
+    method = METHODS[0]
+    node = f"{method}Sample"
+    title = comfy.NODE_DISPLAY_NAME_MAPPINGS[node]
+    inverted = c.invert(method)
+    record = inverted["exact_inversion"]
+    assert len(record["positive_digest"]) == len(record["negative_digest"]) == 16
+    assert record["positive_digest"] != record["negative_digest"]
+    assert c.invert(method)["exact_inversion"]["positive_digest"] == record["positive_digest"]  # not per run
+
+    error = _error(comfy, node, positive=c.edit, latent_image=inverted, seed=0,
+                   attention_control=c.control(source_positive=c.edit), **c.widgets(method))
+    assert (error.node, error.input_name) == (title, "attention_control"), str(error)
+    assert "positive prompt is not the one Invert used" in str(error) and "source_positive" in str(error)
+    error = _error(comfy, node, positive=c.edit, latent_image=inverted, seed=0, attention_control=c.control(),
+                   **dict(c.widgets(method), negative=c.edit))
+    assert (error.node, error.input_name) == (title, "negative"), str(error)
+    assert "borrows Sample's negative" in str(error)
+
+    sigmas = run_node(comfy, "BasicScheduler", model=c.model, scheduler="normal", steps=c.steps, denoise=0.8)
+    adv_inverted = _advanced(comfy, c, method, c.positive, c.latent, sigmas=sigmas)
+    other_prompt = run_node(comfy, "CFGGuider", model=c.model, positive=c.edit, negative=c.negative, cfg=c.cfg)
+    with pytest.raises(Exception) as caught:
+        _advanced(comfy, c, method, c.edit, adv_inverted, attention_control=c.control(source_positive=None),
+                  source_guider=other_prompt)
+    assert (caught.value.node, caught.value.input_name) == ("Exact Sample (Advanced)", "source_guider")
+    assert "positive prompt is not the one Invert used" in str(caught.value)
+
+
 def test_windows_give_the_papers_indices():
     from edict_core.attention import Window
 
