@@ -15,7 +15,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
 # The second version's share under --both-versions: every test file but the browser,
-# workflow-export, soak, bench and demo ones and those that never import ComfyUI (the core math
+# workflow-export, soak, bench and demo ones and those that run no ComfyUI node (the core math
 # on analytic models, the spec, the docs: the same torch runs them the same on either version),
 # so nodes, round trips, families, errors, masks, batches, precision, advanced, storage, batch
 # edit and the learned model's loading (found by exclusion, so new files join by themselves),

@@ -1,7 +1,7 @@
 """One ComfyUI server, one prompt, 50 runs: every run gives the same latents bit for bit,
 and the server's memory does not grow (bound 1%, some 13 MiB, where a leak of one run's tensors
 and graph per run would add up over 45 runs; measured +0.60% here and +0.67% on a CI machine,
-some 8 MiB, where an earlier pack measured +0.05%).
+some 8 MiB, where an earlier version of the pack measured +0.05%).
 Marked slow: three minutes of runs that CI leaves out (repeated runs are checked there by
 test_server's cancel test); a maintainer runs it with `bash scripts/test.sh -m slow`."""
 
