@@ -4,8 +4,8 @@ Starts a real ComfyUI in this process on the CPU (as the tests do), runs the cho
 prints each part's markdown and writes <out>/<part>.md and .png, then <out>/summary.md with
 the headline figures of every part, this run's and, for the parts it did not run, the last run's
 (kept in <out>/summary.json). --quick is the smoke-test size (seconds per part); the default
-is the full CPU run committed in bench/results (33.9 minutes on 2 cores, before every method of
-edict_core.spec.SPECS joined the cost and scaling parts, which adds O-BELM's runs there).
+is the full CPU run committed in bench/results (every part but edits and controls, with all four
+methods of edict_core.spec.SPECS: 56.2 minutes on 2 cores).
 The methods are SPECS' (bench/methods.py): one added there joins every part.
 """
 
