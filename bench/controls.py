@@ -5,8 +5,10 @@ PSNR, hit).
 Held-out scenes are inverted with their captions by each exact method and by DDIM inversion,
 then edited three ways (colour, shape, background) with each row's control: a plain edit,
 mutual self-attention (Exact Attention Control, preset auto: MasaCtrl's on this UNet) and
-prompt-to-prompt (Exact Prompt-to-Prompt, its defaults: the first 80% of the steps; each scene's
-own caption pair aligned through the CLIP, as the node aligns one pair). The exact methods run
+prompt-to-prompt's cross-attention maps in the first 80% of the steps (the row as first measured:
+without the node's self-attention map replacement and LocalBlend, whose PIE-Bench defaults are
+not measured here yet; each scene's own caption pair aligned through the CLIP, as the node aligns
+one pair). The exact methods run
 the pack's Sample nodes; DDIM runs the same lockstep over DDIM sampling from DDIM-inverted noise
 (harness.ddim.ddim_controlled), the baseline that PIE-Bench's "DDIM + P2P" row stands for: its
 source branch does not retrace the source. Reported besides: the source branch's end error, the
@@ -34,7 +36,7 @@ def _controls(comfy, clip, source, sources, targets):
     attention = pack_module("comfy_adapter.attention")
     masa = run_node(comfy, "ExactAttentionControl", preset="auto", inject="keys and values", step_start=0.08,
                     step_end=1.0, layer_start=0.625, layer_end=1.0, source_positive=source)
-    p2p = attention.make_p2p(clip, sources, targets, 0.0, 0.8, source_positive=source)
+    p2p = attention.p2p_control(clip, sources, targets, 0.0, 0.8, source_positive=source)
     return {"plain": None, ROWS[1]: masa, ROWS[2]: p2p}
 
 

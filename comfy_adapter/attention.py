@@ -32,10 +32,11 @@ import torch
 
 import comfy.model_patcher
 
-from ..edict_core.attention import Window, align_tokens, lockstep, prompt_to_prompt, replace_rows
+from ..edict_core.attention import (Window, align_tokens, blend, blend_mask, grid, is_identity, lockstep,
+                                    prompt_to_prompt, replace_rows, word_maps)
 from ..edict_core.validation import relative_error
 from .errors import NodeInputError
-from .fingerprint import model_fingerprint
+from .fingerprint import conditioning_digest, model_fingerprint
 from .notices import Notices
 from .session import run_in_session
 
@@ -81,26 +82,57 @@ FAMILIES = {
 }
 
 
+# Prompt-to-prompt's settings as PIE-Bench runs it (Ju et al., ICLR 2024; PnPInversion's
+# run_editing_p2p.py on SD1.4): cross-attention maps replaced in the first 0.4 of the steps,
+# self-attention maps in the first 0.6, in the layers of at most 32 x 32 tokens; LocalBlend
+# (google/prompt-to-prompt) from step 0.2 on, its mask thresholded at 0.3 and made from the
+# cross-attention maps of the layers of at most 16 x 16 tokens, the only ones its attention
+# store keeps at or under 32 x 32 that it reads.
+P2P_DEFAULTS = {"step_start": 0.0, "step_end": 0.4, "self_replace_steps": 0.6, "blend_threshold": 0.3}
+SELF_REPLACE_MAX_TOKENS = 32 ** 2
+BLEND_STEPS = Window(0.2, 1.0)
+BLEND_GRID_TOKENS = 16 ** 2  # the mask's layers: the largest grid at most this, else the smallest
+BLEND_STORE_MAX_TOKENS = 32 ** 2  # the maps LocalBlend may read (P2P's AttentionStore keeps these)
+
+
+@dataclass(frozen=True)
+class LocalBlend:
+    """Prompt-to-prompt's LocalBlend: outside a mask made from the blend words' cross-attention
+    maps in both prompts, the edit's latent is the source branch's, in the steps `steps`.
+    source_tokens [1 or B, T'] and edit_tokens [1 or B, T]: 1.0 on the blend words' tokens in
+    each prompt; words: the words, for the report."""
+    steps: Window
+    threshold: float
+    source_tokens: torch.Tensor = field(compare=False)
+    edit_tokens: torch.Tensor = field(compare=False)
+    words: tuple = ()
+
+
 @dataclass(frozen=True)
 class PromptToPrompt:
     """Prompt-to-prompt's part of a control (UNet families): in the step window `steps`, the
     edit's cross-attention takes the source's maps on aligned tokens and multiplies chosen
-    tokens' maps by their weights. indices, aligned, weights: [1 or B, T] over the edit prompt's
-    tokens (edict_core.attention.align_tokens); words: {word: weight}, for the report."""
+    tokens' maps by their weights; in `self_steps` its self-attention maps are the source's
+    (in the layers of at most SELF_REPLACE_MAX_TOKENS tokens); `blend`, if given, keeps the
+    edit's latent to the blend words' region. mapper [1 or B, T, T'], aligned and weights
+    [1 or B, T] over the edit prompt's T tokens and the source's T' (align_tokens); words:
+    {word: weight}, for the report; edit_digest: the conditioning_digest of the edit prompt the
+    node encoded (None where the caller brought its own conditioning, as the bench does)."""
     steps: Window
-    indices: torch.Tensor = field(compare=False)
+    mapper: torch.Tensor = field(compare=False)
     aligned: torch.Tensor = field(compare=False)
     weights: torch.Tensor = field(compare=False)
     words: dict = field(default_factory=dict, compare=False)
+    self_steps: Window = Window(0.0, 0.0)
+    blend: LocalBlend = field(default=None, compare=False)
+    edit_digest: str = field(default=None, compare=False)
 
     @property
     def whole(self):
         """Every token aligned to its own place and unweighted (a word swap of equal length, or
         equal prompts): the maps are the source's, so ComfyUI's attention computes the call
         (bit for bit the source's own where the prompts are equal)."""
-        n = self.indices.shape[-1]
-        return bool(self.aligned.all() and torch.all(self.indices == torch.arange(n))
-                    and torch.all(self.weights == 1.0))
+        return is_identity(self.mapper, self.aligned) and bool(torch.all(self.weights == 1.0))
 
 
 @dataclass(frozen=True)
@@ -166,18 +198,30 @@ def _window(node, what, start, end):
 
 
 def _clip_tokens(clip, text):
-    """The token ids of the first 77-token chunk of `text` (CLIP-L's where the CLIP has several,
-    as SDXL's: its positions are the cross-attention's), start and padding included."""
+    """The token ids of `text`, every 77-token chunk in order (CLIP-L's where the CLIP has
+    several, as SDXL's: its positions are the cross-attention's), start, end and padding
+    included: position i is the conditioning's token i, as CLIPTextEncode makes it."""
     tokens = clip.tokenize(text)
-    chunk = tokens["l" if "l" in tokens else next(iter(tokens))][0]
-    return [t[0] if isinstance(t[0], int) else -1 for t in chunk]  # -1: an embedding's vector
+    chunks = tokens["l" if "l" in tokens else next(iter(tokens))]
+    return [t[0] if isinstance(t[0], int) else -1 for chunk in chunks for t in chunk]  # -1: an embedding's vector
+
+
+def _word_ids(clip, word):
+    """The token ids of one word or phrase, without start, end and padding."""
+    ids = _clip_tokens(clip, word)[1:]
+    end = _clip_tokens(clip, "")[1]
+    return ids[:ids.index(end)] if end in ids else ids
+
+
+def _find(tokens, ids):
+    """The positions of every occurrence of the run `ids` in `tokens`."""
+    return [i for i in range(len(tokens) - len(ids) + 1) if ids and tokens[i:i + len(ids)] == ids]
 
 
 def _weights(clip, edit_tokens, reweight):
     """[T] weights over the edit's tokens from "word:weight, ..." (every occurrence of the
     word's tokens), and {word: weight}."""
     weights, words = torch.ones(len(edit_tokens)), {}
-    end = _clip_tokens(clip, "")[1]
     for part in filter(None, (p.strip() for p in reweight.split(","))):
         word, _, value = part.rpartition(":")
         try:
@@ -188,9 +232,8 @@ def _weights(clip, edit_tokens, reweight):
             raise NodeInputError(P2P_NODE, "reweight", f"{part!r} is not word:weight with a weight in [-10, 10].",
                                  "Write words of edit_text with their weights, comma-separated, as "
                                  "\"cat:2, beach:0.5\" (1 leaves a word as it is).")
-        ids = _clip_tokens(clip, word.strip())[1:]
-        ids = ids[:ids.index(end)] if end in ids else ids
-        found = [i for i in range(len(edit_tokens) - len(ids) + 1) if ids and edit_tokens[i:i + len(ids)] == ids]
+        ids = _word_ids(clip, word.strip())
+        found = _find(edit_tokens, ids)
         if not found:
             raise NodeInputError(P2P_NODE, "reweight", f"{word.strip()!r} is not a word of edit_text.",
                                  "Reweight only words that edit_text contains, spelled as there.")
@@ -200,27 +243,100 @@ def _weights(clip, edit_tokens, reweight):
     return weights, words
 
 
-def make_p2p(clip, source_text, edit_text, step_start, step_end, reweight="", control=None, source_positive=None):
-    """The prompt-to-prompt node's value: `control` (or a control with no self-attention part)
-    with prompt-to-prompt added; source_positive defaults to the control's. source_text and
-    edit_text: one text each, or (the bench) lists of one per batch row."""
-    texts = {}
-    for name, text in (("source_text", source_text), ("edit_text", edit_text)):
-        texts[name] = list(text) if isinstance(text, (list, tuple)) else [text]
-        if not all(isinstance(t, str) and t.strip() for t in texts[name]):
-            raise NodeInputError(P2P_NODE, name, "the prompt is empty; its words are aligned with the other's.",
-                                 f"Type the text of the {name.split('_')[0]} prompt, as in its CLIP Text Encode.")
+def _blend_tokens(clip, source_tokens, edit_tokens, blend_words):
+    """([T'], [T]) 1.0 on the blend words' tokens in the source and the edit prompt (a word
+    counts in each prompt that contains it), and the words; None where blend_words is empty."""
+    words = tuple(filter(None, (w.strip() for w in blend_words.split(","))))
+    if not words:
+        return None
+    selected = (torch.zeros(len(source_tokens)), torch.zeros(len(edit_tokens)))
+    for word in words:
+        ids = _word_ids(clip, word)
+        hits = [_find(tokens, ids) for tokens in (source_tokens, edit_tokens)]
+        if not any(hits):
+            raise NodeInputError(P2P_NODE, "blend_words", f"{word!r} is a word of neither prompt.",
+                                 "Name the words whose region the edit may change, as spelled in source_text "
+                                 "or edit_text, comma-separated (\"dog, cat\").")
+        for chosen, found in zip(selected, hits):
+            for i in found:
+                chosen[i:i + len(ids)] = 1.0
+    return selected + (words,)
+
+
+def _texts(name, text):
+    """One text per batch row: `text` itself, or (the bench) a list of them; refused if empty."""
+    texts = list(text) if isinstance(text, (list, tuple)) else [text]
+    if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+        raise NodeInputError(P2P_NODE, name, "the prompt is empty; its words are aligned with the other's.",
+                             f"Type the text of the {name.split('_')[0]} prompt.")
+    return texts
+
+
+def p2p_control(clip, source_text, edit_text, step_start, step_end, reweight="", control=None, source_positive=None,
+                self_replace_steps=0.0, blend_words="", blend_threshold=P2P_DEFAULTS["blend_threshold"],
+                edit_digest=None):
+    """`control` (or a control with no self-attention part) with prompt-to-prompt added, over
+    conditioning the caller encoded: source_positive (default: the control's) is the source
+    prompt's. source_text and edit_text: one text each, or (the bench) lists of one per batch
+    row, as are blend_words."""
+    sources, edits = _texts("source_text", source_text), _texts("edit_text", edit_text)
+    if len(sources) != len(edits):
+        raise NodeInputError(P2P_NODE, "edit_text", f"{len(edits)} edit texts for {len(sources)} source texts.",
+                             "Give one edit text per source text.")
     steps = _window(P2P_NODE, "step", step_start, step_end)
-    rows = []
-    for source, edit in zip(texts["source_text"], texts["edit_text"], strict=True):
-        edit_tokens = _clip_tokens(clip, edit)
-        rows.append(align_tokens(_clip_tokens(clip, source), edit_tokens) + _weights(clip, edit_tokens, reweight or ""))
-    indices, aligned, weights = (torch.stack([r[i] for r in rows]) for i in range(3))
-    p2p = PromptToPrompt(steps, indices, aligned, weights, rows[0][3])
+    if isinstance(self_replace_steps, bool) or not isinstance(self_replace_steps, (int, float)) or \
+            not 0.0 <= self_replace_steps <= 1.0:
+        raise NodeInputError(P2P_NODE, "self_replace_steps", f"must be a fraction in [0, 1], got "
+                             f"{self_replace_steps!r}.", f"Use {P2P_DEFAULTS['self_replace_steps']} (PIE-Bench's), "
+                             "or 0 to leave self-attention alone.")
+    self_steps = Window(0.0, float(self_replace_steps))
+    if isinstance(blend_threshold, bool) or not isinstance(blend_threshold, (int, float)) or \
+            not 0.0 <= blend_threshold < 1.0:
+        raise NodeInputError(P2P_NODE, "blend_threshold", f"must be a fraction in [0, 1), got {blend_threshold!r}.",
+                             f"Use {P2P_DEFAULTS['blend_threshold']} (prompt-to-prompt's), lower for a larger region.")
+    blends = list(blend_words) if isinstance(blend_words, (list, tuple)) else [blend_words] * len(sources)
+    rows, blended = [], []
+    for source, edit, words in zip(sources, edits, blends, strict=True):
+        source_tokens, edit_tokens = _clip_tokens(clip, source), _clip_tokens(clip, edit)
+        rows.append(align_tokens(source_tokens, edit_tokens) + _weights(clip, edit_tokens, reweight or ""))
+        blended.append(_blend_tokens(clip, source_tokens, edit_tokens, words or ""))
+    if len({tuple(r[0].shape) for r in rows}) > 1:
+        raise NodeInputError(P2P_NODE, "edit_text", "the batch's prompts span different numbers of 77-token chunks.",
+                             "Keep every prompt of one batch within the same number of chunks.")
+    mapper, aligned, weights = (torch.stack([r[i] for r in rows]) for i in range(3))
+    blend_part = None
+    if any(b is not None for b in blended):
+        if not all(b is not None for b in blended):
+            raise NodeInputError(P2P_NODE, "blend_words", "some rows of the batch have blend words, others none.",
+                                 "Give every row blend words, or none.")
+        blend_part = LocalBlend(BLEND_STEPS, float(blend_threshold), torch.stack([b[0] for b in blended]),
+                                torch.stack([b[1] for b in blended]), blended[0][2])
+    p2p = PromptToPrompt(steps, mapper, aligned, weights, rows[0][3], self_steps, blend_part, edit_digest)
     if control is None:
         control = AttentionControl("custom", KEYS_AND_VALUES, Window(0.0, 0.0), Window(0.0, 1.0))
     return dataclasses.replace(control, p2p=p2p, source_positive=source_positive if source_positive is not None
                                else control.source_positive)
+
+
+def make_p2p(clip, source_text, edit_text, step_start, step_end, reweight, self_replace_steps, blend_words,
+             blend_threshold, control=None):
+    """The prompt-to-prompt node's values: (control, source conditioning, edit conditioning).
+    The node encodes both texts as CLIPTextEncode does, so each prompt is typed once: the source
+    conditioning goes to Invert (and is the control's source prompt), the edit conditioning to
+    Sample, which refuses another (PromptToPrompt.edit_digest)."""
+    if clip is None:
+        raise NodeInputError(P2P_NODE, "clip", "no CLIP is connected (a checkpoint without a text encoder?).",
+                             "Connect the CLIP output of the checkpoint loader.")
+    conditioning = {}
+    for name, text in (("source_text", source_text), ("edit_text", edit_text)):
+        if not isinstance(text, str):
+            raise NodeInputError(P2P_NODE, name, f"expected text, got {type(text).__name__}.", "Type the prompt.")
+        _texts(name, text)
+        conditioning[name] = clip.encode_from_tokens_scheduled(clip.tokenize(text))
+    control = p2p_control(clip, source_text, edit_text, step_start, step_end, reweight, control,
+                          conditioning["source_text"], self_replace_steps, blend_words, blend_threshold,
+                          edit_digest=conditioning_digest(conditioning["edit_text"]))
+    return control, conditioning["source_text"], conditioning["edit_text"]
 
 
 class Recorder:
@@ -228,12 +344,15 @@ class Recorder:
     it to the edit evaluation, and forgets it.
 
     Self-attention (and the joint attention of DiTs): the source's keys and values, which the
-    edit's image tokens then read. UNet cross-attention, with prompt-to-prompt: the source's
-    image queries and text keys, from which the edit's maps are made. A layer is identified by
-    its place among the calls of its kind in one forward pass, per cond/uncond chunk
-    (transformer_options["cond_or_uncond"]): the edit's cond chunk reads the source's cond chunk
-    in the same layer, its uncond the source's uncond (prompt-to-prompt: the cond chunk only,
-    as in EDICT's code; the negative prompt is the same in both branches).
+    edit's image tokens then read (MasaCtrl, RF-Edit); with prompt-to-prompt's self replacement
+    also the source's queries and keys, whose maps the edit's cond chunk then uses over its own
+    values. UNet cross-attention, with prompt-to-prompt: the source's image queries and text
+    keys, from which the edit's maps are made, and, with LocalBlend, both branches' maps of the
+    blend words, summed over the run (the one record kept between evaluations: [B, N] per layer
+    size). A layer is identified by its place among the calls of its kind in one forward pass,
+    per cond/uncond chunk (transformer_options["cond_or_uncond"]): the edit's cond chunk reads
+    the source's cond chunk in the same layer, its uncond the source's uncond (prompt-to-prompt:
+    the cond chunk only, as in its code; the negative prompt is the same in both branches).
     """
 
     def __init__(self, family, inject, steps, layers, total_steps, calls_per_step, previous, p2p=None):
@@ -241,11 +360,15 @@ class Recorder:
         self.steps, self.layers, self.p2p = steps, layers, p2p
         self.total_steps, self.calls_per_step = total_steps, calls_per_step
         self.previous = previous  # the override already installed (another pack's), or None
-        self.role, self.active, self.cross_active, self.evaluation = None, False, False, 0
-        self.image_tokens = 0
+        self.role, self.active, self.cross_active, self.self_maps_active, self.evaluation = None, False, False, False, 0
+        self.blending = p2p is not None and p2p.blend is not None
+        self.image_tokens, self.latent_size = 0, None
         self.store, self.counters, self.layer_count = {}, {}, None
+        self.word_maps = {"record": {}, "inject": {}}  # LocalBlend: {role: {tokens: [B, tokens]}}
         self.injected = 0  # self-attention calls whose keys/values were replaced, for the report
         self.replaced = 0  # cross-attention calls with prompt-to-prompt's maps
+        self.self_replaced = 0  # self-attention calls with the source's maps
+        self.blended, self.blend_mask, self.blend_coverage = 0, None, None  # LocalBlend's steps, last mask
         self.peak_bytes = 0  # the most one evaluation's record held
 
     # ----------------------------------------------------------------- the lockstep phases
@@ -253,20 +376,45 @@ class Recorder:
         step = self.evaluation // self.calls_per_step
         self.active = self.steps.holds(step, self.total_steps)
         self.cross_active = self.p2p is not None and self.p2p.steps.holds(step, self.total_steps)
+        self.self_maps_active = self.p2p is not None and self.p2p.self_steps.holds(step, self.total_steps)
         self.role, self.counters, self.store = "record", {}, {}
-        self.image_tokens = self._tokens(x)
+        self.image_tokens, self.latent_size = self._tokens(x), tuple(x.shape[-2:])
 
     def begin_edit(self):
         held = sum(t.numel() * t.element_size() for pair in self.store.values() for t in pair)
         self.peak_bytes = max(self.peak_bytes, held)
         counts = [n for (kind, _), n in self.counters.items() if kind == "self"]
-        if counts:
+        if counts and self.active:
             self.layer_count = max(counts)
         self.role, self.counters = "inject", {}
 
     def end(self):
         self.role, self.store, self.counters = None, {}, {}
         self.evaluation += 1
+
+    def after_step(self, state, batch):
+        """LocalBlend after a step of the lockstep state `state` (the routine's live tensors,
+        each [2B, C, H, W]): outside the blend words' mask the edit's rows become the source's."""
+        blend_part = self.p2p.blend if self.p2p is not None else None
+        step = self.evaluation // self.calls_per_step - 1
+        if blend_part is None or state is None or not blend_part.steps.holds(step, self.total_steps):
+            return
+        source, edit = self.word_maps["record"], self.word_maps["inject"]
+        sizes = set(source) & set(edit)
+        if not sizes:
+            return
+        small = [n for n in sizes if n <= BLEND_GRID_TOKENS]
+        tokens = max(small) if small else min(sizes)
+        try:
+            h, w = grid(tokens, self.latent_size)
+        except ValueError:
+            return
+        mask = blend_mask(source[tokens].reshape(-1, h, w), edit[tokens].reshape(-1, h, w), self.latent_size,
+                          blend_part.threshold)
+        for tensor in state:
+            blend(tensor, batch, mask)
+        self.blended += 1
+        self.blend_mask, self.blend_coverage = mask, float(mask.float().mean())
 
     def _tokens(self, x):
         spatial = x.shape[2:]
@@ -291,7 +439,8 @@ class Recorder:
 
     def chained(self, previous, func, *args, **kwargs):
         """The control on this call, then `previous` (an override already installed) or func."""
-        if self.role is not None and (self.active or self.cross_active) and len(args) >= 3:
+        if self.role is not None and len(args) >= 3 and \
+                (self.active or self.cross_active or self.self_maps_active or self.blending):
             func, args = self._control(func, args, kwargs)
         if previous is not None:
             return previous(func, *args, **kwargs)
@@ -302,10 +451,14 @@ class Recorder:
         seq = 2 if kwargs.get("skip_reshape", False) else 1
         rows = self._rows(q, k, seq)
         kind = "self" if rows is not None else "cross"
-        if kind == "self" and not self.active:
+        # Prompt-to-prompt's parts read the maps of ComfyUI's plain UNet calls: [B, N, H * d],
+        # heads as the fourth argument, no mask.
+        plain = (self.family.layout == "unet" and seq == 1 and len(args) >= 4 and kwargs.get("mask") is None
+                 and not kwargs.get("skip_output_reshape"))
+        self_maps = kind == "self" and self.self_maps_active and plain and q.shape[1] <= SELF_REPLACE_MAX_TOKENS
+        if kind == "self" and not (self.active or self_maps):
             return func, args
-        if kind == "cross" and not (self.cross_active and self.family.layout == "unet" and seq == 1 and len(args) >= 4
-                                    and kwargs.get("mask") is None and not kwargs.get("skip_output_reshape")):
+        if kind == "cross" and not ((self.cross_active or self.blending) and plain):
             return func, args
         labels = tuple((kwargs.get("transformer_options") or {}).get("cond_or_uncond") or (0,))
         index = self.counters.get((kind, labels), 0)
@@ -316,32 +469,53 @@ class Recorder:
         keys = _chunk_keys(labels, index)
         if kind == "cross":
             return self._cross(func, args, keys, chunk, labels)
+        part = lambda j: slice(j * chunk, (j + 1) * chunk)  # noqa: E731
+        conds = [j for j, label in enumerate(labels) if label == 0]
+        masa = self.active and (self.layer_count is None or self.layers.holds(index, self.layer_count))
         if self.role == "record":
-            if self.layer_count is None or self.layers.holds(index, self.layer_count):
-                for j, key in enumerate(keys):
-                    self.store[key] = (k[j * chunk:(j + 1) * chunk], v[j * chunk:(j + 1) * chunk])
+            for j, key in enumerate(keys):
+                if masa:
+                    self.store[key] = (k[part(j)], v[part(j)])
+                if self_maps and j in conds:
+                    self.store[("self maps",) + key] = (q[part(j)], k[part(j)])
             return func, args
-        if self.layer_count is None or not self.layers.holds(index, self.layer_count):
-            return func, args
-        recorded = [self.store.get(key) or self.store.get((0, 0, index)) for key in keys]
-        if any(r is None for r in recorded):
-            return func, args
-        source_k = torch.cat([r[0] for r in recorded])
-        source_v = torch.cat([r[1] for r in recorded])
-        if source_k.shape != k.shape or source_v.shape != v.shape:
-            return func, args
-        self.injected += 1
-        v = replace_rows(v, source_v, rows, seq)
-        if self.inject_keys:
-            k = replace_rows(k, source_k, rows, seq)
+        if masa and self.layer_count is not None:
+            recorded = [self.store.get(key) or self.store.get((0, 0, index)) for key in keys]
+            if all(r is not None for r in recorded):
+                source_k = torch.cat([r[0] for r in recorded])
+                source_v = torch.cat([r[1] for r in recorded])
+                if source_k.shape == k.shape and source_v.shape == v.shape:
+                    self.injected += 1
+                    v = replace_rows(v, source_v, rows, seq)
+                    if self.inject_keys:
+                        k = replace_rows(k, source_k, rows, seq)
+        if self_maps:
+            recorded = {j: self.store.get(("self maps",) + keys[j]) for j in conds}
+            if conds and all(r is not None and r[0].shape == q[part(j)].shape for j, r in recorded.items()):
+                # softmax(q_src k_src^T) v_edit by ComfyUI's own attention on the whole batch:
+                # equal prompts give the plain call's output bit for bit.
+                self.self_replaced += 1
+                q, k = q.clone(), k.clone()
+                for j, (source_q, source_k) in recorded.items():
+                    q[part(j)], k[part(j)] = source_q, source_k
         return func, (q, k, v) + tuple(args[3:])
 
     def _cross(self, func, args, keys, chunk, labels):
         """Prompt-to-prompt on a UNet cross-attention call: record the source's cond chunk
-        (queries, keys), or give the edit's cond chunk the maps made from them."""
+        (queries, keys), or give the edit's cond chunk the maps made from them; with
+        LocalBlend, add each branch's blend-word maps to its sum."""
         conds = [j for j, label in enumerate(labels) if label == 0]
+        q, k, _, heads = args[:4]
+        if self.blending and q.shape[1] <= BLEND_STORE_MAX_TOKENS:
+            blend_part = self.p2p.blend
+            selected = blend_part.source_tokens if self.role == "record" else blend_part.edit_tokens
+            sums = self.word_maps[self.role]
+            for j in conds:
+                maps = word_maps(q[j * chunk:(j + 1) * chunk], k[j * chunk:(j + 1) * chunk], heads, selected)
+                sums[q.shape[1]] = sums[q.shape[1]] + maps if q.shape[1] in sums else maps
+        if not self.cross_active:
+            return func, args
         if self.role == "record":
-            q, k = args[:2]
             for j in conds:
                 self.store[("cross",) + keys[j]] = (q[j * chunk:(j + 1) * chunk], k[j * chunk:(j + 1) * chunk])
             return func, args
@@ -367,7 +541,7 @@ class Recorder:
             for j, part in parts.items():
                 source_q, source_k = recorded[j]
                 out[part] = prompt_to_prompt(q[part], k[part], v[part], heads, source_q, source_k,
-                                             p2p.indices, p2p.aligned, p2p.weights).to(out.dtype)
+                                             p2p.mapper, p2p.aligned, p2p.weights).to(out.dtype)
             return out
 
         return attention, args
@@ -434,7 +608,8 @@ def run_lockstep(node, source_guider, guider, control, source, sigmas, total_ste
                     recorder.end()
 
             def report(info):
-                edit_session.report(dict(info, x=info["x"][batch:], denoised=info["denoised"][batch:]))
+                recorder.after_step(info.get("state"), batch)  # LocalBlend, before the preview shows x
+                edit_session.report(dict(info, x=info["x"][batch:], denoised=info["denoised"][batch:], state=None))
 
             model = lockstep(source_model, edit_model, batch, between=recorder.begin_edit)
             return routine(model, edit_session, report)
@@ -445,9 +620,15 @@ def run_lockstep(node, source_guider, guider, control, source, sigmas, total_ste
     report = {"injected_calls": recorder.injected, "inject": inject, "steps": [steps.start, steps.end],
               "layers": [layers.start, layers.end], "family": type(guider.model_patcher.model).__name__,
               "p2p_calls": recorder.replaced, "peak_record_bytes": recorder.peak_bytes}
-    if control.p2p is not None:
-        report.update(p2p_steps=[control.p2p.steps.start, control.p2p.steps.end], p2p_words=dict(control.p2p.words),
-                      p2p_aligned=int(control.p2p.aligned[0].sum()))
+    p2p = control.p2p
+    if p2p is not None:
+        report.update(p2p_steps=[p2p.steps.start, p2p.steps.end], p2p_words=dict(p2p.words),
+                      p2p_aligned=int(p2p.aligned[0].sum()), self_replace_steps=[p2p.self_steps.start, p2p.self_steps.end],
+                      self_replaced_calls=recorder.self_replaced)
+        if p2p.blend is not None:
+            report.update(blend_words=list(p2p.blend.words), blend_steps=recorder.blended,
+                          blend_coverage=recorder.blend_coverage, blend_mask=recorder.blend_mask,
+                          blend_window=[p2p.blend.steps.start, p2p.blend.steps.end])
     return result, report
 
 

@@ -90,6 +90,16 @@ def _cond_update(digest, value):
         digest.update(type(value).__name__.encode())
 
 
+def conditioning_digest(conditioning):
+    """16 hex digits over a CONDITIONING as a guider keeps it (comfy.sampler_helpers.convert_cond,
+    as set_conds converts it): what conds_digests gives for a guider built from it."""
+    import comfy.sampler_helpers
+
+    digest = hashlib.sha256()
+    _cond_update(digest, comfy.sampler_helpers.convert_cond(conditioning))
+    return digest.hexdigest()[:16]
+
+
 def conds_digests(guider):
     """{"positive": 16 hex digits, "negative": ...} over the conditioning a GUIDER samples
     with (its `original_conds`, as set_conds left them), for each of the two it has: what

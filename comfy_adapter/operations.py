@@ -360,6 +360,7 @@ def _sample_controlled(node, notices, guider, source_guider, latent, method, sch
                              "attention_control.")
     attention.check_source_guider(node, guider, source_guider)
     _check_source_conds(node, record, source_guider, source_inputs)
+    _check_edit_conds(node, guider, control, source_inputs)
     start = _sample_start(node, notices, guider, latent, method, None, None, schedule, identity)
     start.method.check_steps(node, start.steps, _schedule_input(schedule))
     edit, source, report = attention.sample_controlled(node, source_guider, guider, latent, start, control)
@@ -389,6 +390,19 @@ def _check_source_conds(node, record, source_guider, source_inputs=None):
                              fix)
 
 
+def _check_edit_conds(node, guider, control, source_inputs=None):
+    """Refuse an edit prompt that is not the one Exact Prompt-to-Prompt encoded and aligned
+    (its edit_text): the maps would be aligned to words the edit does not have."""
+    expected = control.p2p.edit_digest if control.p2p is not None else None
+    if expected is None or conds_digests(guider).get("positive") in (None, expected):
+        return
+    where = "positive" if source_inputs is not None else "guider"
+    raise NodeInputError(node, where, f"the edit prompt is not the edit_text that {attention.P2P_NODE} encoded "
+                         "and aligned, so its maps would land on other words.",
+                         f"Connect {attention.P2P_NODE}'s edit_conditioning output to "
+                         + ("positive." if where == "positive" else "the edit guider's positive."))
+
+
 def _span(window):
     """[start, end] of a step or layer window, as a user reads it: "0.08 to 1"."""
     return f"{window[0]:g} to {window[1]:g}"
@@ -403,9 +417,20 @@ def _control_notices(notices, report, control, steps):
     if self_part:
         done.append(f"the source's {report['inject']} in {report['injected_calls']} self-attention calls "
                     f"(steps {_span(report['steps'])}, layers {_span(report['layers'])})")
-    if control.p2p is not None:
+    p2p = control.p2p
+    cross_part = p2p is not None and not p2p.steps.empty
+    self_maps_part = p2p is not None and not p2p.self_steps.empty
+    if cross_part or (p2p is not None and not self_maps_part and p2p.blend is None):
         done.append(f"prompt-to-prompt in {report['p2p_calls']} cross-attention calls "
                     f"(steps {_span(report['p2p_steps'])})")
+    if self_maps_part:
+        done.append(f"the source's self-attention maps in {report['self_replaced_calls']} calls (steps "
+                    f"{_span(report['self_replace_steps'])}, layers of at most {attention.SELF_REPLACE_MAX_TOKENS} "
+                    "tokens)")
+    if p2p is not None and p2p.blend is not None:
+        coverage = report["blend_coverage"]
+        done.append(f"LocalBlend of {', '.join(report['blend_words'])} in {report['blend_steps']} steps"
+                    + (f" (the last mask covers {coverage:.0%} of the latent)" if coverage is not None else ""))
     notices.info(f"attention control: {'; '.join(done) or 'nothing'}; the source branch ends "
                  f"{report['source_end_error']:.2e} from the source latent.")
     where = f"of this {steps}-step run on {report['family']}"
@@ -414,10 +439,18 @@ def _control_notices(notices, report, control, steps):
                      f"{_span(report['steps'])} and layer window {_span(report['layers'])} select no step or no "
                      f"layer {where}. Widen them (preset custom: step_start, step_end, layer_start, layer_end) "
                      "or run more steps.")
-    if control.p2p is not None and report["p2p_calls"] == 0:
+    if p2p is not None and report["p2p_calls"] == 0 and (cross_part or not (self_maps_part or p2p.blend)):
         notices.warn(f"prompt-to-prompt replaced no cross-attention map: its step window "
                      f"{_span(report['p2p_steps'])} selects no step {where}. Widen step_start and step_end on "
                      "Exact Prompt-to-Prompt, or run more steps.")
+    if self_maps_part and report["self_replaced_calls"] == 0:
+        notices.warn(f"prompt-to-prompt replaced no self-attention map: self_replace_steps "
+                     f"{p2p.self_steps.end:g} selects no step {where}, or it has no self-attention layer of at most "
+                     f"{attention.SELF_REPLACE_MAX_TOKENS} tokens. Raise self_replace_steps, or set it to 0.")
+    if p2p is not None and p2p.blend is not None and report["blend_steps"] == 0:
+        notices.warn(f"LocalBlend kept nothing of the source: it blends from step {p2p.blend.steps.start:g} of the "
+                     f"steps on and made no mask {where} (no cross-attention layer of at most "
+                     f"{attention.BLEND_STORE_MAX_TOKENS} tokens?). Run more steps, or clear blend_words.")
     if not self_part and control.p2p is None:
         notices.warn(f"attention control has an empty step window ({_span(report['steps'])}), so the edit reads "
                      "nothing from the source. Set step_end above step_start on Exact Attention Control, or "
@@ -461,7 +494,9 @@ def sample_simple(node, model, positive, negative, latent, cfg, seed, schedule, 
         source_guider = simple_guider(model, control.source_positive, negative, record.get("cfg", cfg))
     return sample(node, simple_guider(model, positive, negative, cfg), latent, method,
                   None if following else schedule.sigmas(model), SeededNoise(seed), schedule, cfg,
-                  control=control, source_guider=source_guider, source_inputs=SIMPLE_SOURCE)
+                  control=control, source_guider=source_guider,
+                  source_inputs=P2P_SOURCE if control is not None and control.p2p is not None
+                  and control.p2p.edit_digest is not None else SIMPLE_SOURCE)
 
 
 # Where the simple Sample nodes' source branch gets each conditioning, for _check_source_conds.
@@ -471,6 +506,10 @@ SIMPLE_SOURCE = {
     "negative": ("negative", "Connect the negative Invert used: the source branch borrows Sample's negative, "
                              "so an edit changes only the positive."),
 }
+# The same where Exact Prompt-to-Prompt encoded the source prompt from its source_text.
+P2P_SOURCE = dict(SIMPLE_SOURCE, positive=(
+    "attention_control", f"Connect {attention.P2P_NODE}'s source_conditioning output to Invert's positive and "
+                         "invert again, or make its source_text the prompt Invert used."))
 
 
 def mix_pair(node, latent, weight):

@@ -16,11 +16,14 @@ def direction(model, x, sigma):
     return (x - denoised).div_(sigma), denoised
 
 
-def report(callback, i, sigma, x, denoised):
-    # x may be the routine's live state, updated in place after the callback returns:
-    # a callback that keeps it must copy it.
+def report(callback, i, sigma, x, denoised, state=None):
+    """The callback's view of step i: x the state at `sigma`, denoised the model's last output;
+    state, in the sampling routines, the whole state the next step continues from (the pair, x
+    among it). x and state are the routine's live tensors: a callback that keeps them must copy
+    them, and one that changes state in place (LocalBlend, edict_core.attention.blend) changes
+    what the recurrence continues from."""
     if callback is not None:
-        callback({"i": i, "sigma": sigma, "x": x, "denoised": denoised})
+        callback({"i": i, "sigma": sigma, "x": x, "denoised": denoised, "state": state})
 
 
 def levels(sigmas):

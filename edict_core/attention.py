@@ -1,6 +1,6 @@
 """Attention control on an exact pair, the pure parts: step and layer windows, the key/value
-row injection, prompt-to-prompt's token alignment and maps, and the lockstep model of two
-branches.
+row injection, prompt-to-prompt's token alignment (seq_aligner's mapper), its maps and
+LocalBlend's mask and blend, and the lockstep model of two branches.
 
 Two branches (source and edit) run one method's recurrence together as one state, the
 concatenation [source; edit] along the batch dimension: every recurrence is elementwise apart
@@ -70,18 +70,32 @@ def replace_rows(edit, source, rows, seq_dim):
 
 
 def align_tokens(source_tokens, edit_tokens):
-    """Prompt-to-prompt's token alignment, as EDICT's code makes it: a sequence matcher over the
-    two prompts' token ids; an edit token is aligned where its run is equal to the source's or
-    replaces a run of the same length (a word swap: "dog" -> "cat"). Returns (indices, aligned),
-    both [len(edit_tokens)]: the source token each edit token reads (long) and 1.0 where aligned."""
-    indices = torch.arange(len(edit_tokens))
+    """Prompt-to-prompt's token alignment (seq_aligner): a sequence matcher over the two
+    prompts' token ids. An edit token in a run equal to the source's reads its source token; a
+    run that replaces a source run reads it one for one where the two are as long (a word swap:
+    "dog" -> "cat"), and otherwise every source token of the run, each map divided by the edit
+    run's length (get_replacement_mapper_: "cat" -> "tiger cub"); an inserted token keeps its
+    own map (the refinement: "a cat" -> "a cat wearing a hat"). Returns (mapper, aligned):
+    mapper [len(edit_tokens), len(source_tokens)], the source maps each edit token's map is made
+    of; aligned [len(edit_tokens)], 1.0 where the edit token takes the source's map."""
+    mapper = torch.zeros(len(edit_tokens), len(source_tokens))
     aligned = torch.zeros(len(edit_tokens))
     matcher = difflib.SequenceMatcher(None, list(source_tokens), list(edit_tokens), autojunk=False)
     for op, a0, a1, b0, b1 in matcher.get_opcodes():
         if op == "equal" or (op == "replace" and a1 - a0 == b1 - b0):
-            indices[b0:b1] = torch.arange(a0, a1)
+            mapper[torch.arange(b0, b1), torch.arange(a0, a1)] = 1.0
             aligned[b0:b1] = 1.0
-    return indices, aligned
+        elif op == "replace":
+            mapper[b0:b1, a0:a1] = 1.0 / (b1 - b0)
+            aligned[b0:b1] = 1.0
+    return mapper, aligned
+
+
+def is_identity(mapper, aligned):
+    """Whether every edit token reads its own place's source token alone ([T, T] mapper):
+    equal prompts, or a swap of words as long as the ones they replace."""
+    n = mapper.shape[-1]
+    return bool(mapper.shape[-2] == n and aligned.all() and torch.equal(mapper, torch.eye(n).expand_as(mapper)))
 
 
 def _heads(t, heads):
@@ -96,21 +110,65 @@ def attention_maps(q, k, heads):
     return torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)
 
 
-def prompt_to_prompt(q, k, v, heads, source_q, source_k, indices, aligned, weights):
+def prompt_to_prompt(q, k, v, heads, source_q, source_k, mapper, aligned, weights):
     """Cross-attention of the edit with prompt-to-prompt's maps (Hertz et al., ICLR 2023): on
-    the edit's aligned tokens the source's maps (its image queries over its text keys), on the
-    others the edit's own, then each token's column times its weight (reweighting; not
-    renormalised, as in P2P). q [B, N, H * d] the edit's image queries, k and v [B, M, H * d]
-    its text keys and values; source_q, source_k the source's in the same layer; indices,
-    aligned, weights [T] or [B, T] (one prompt pair per batch row) over the edit's first T
-    tokens (align_tokens; 1.0 = unweighted). Returns [B, N, H * d] in v's dtype."""
+    the edit's aligned tokens the source's maps (its image queries over its text keys) as the
+    mapper combines them, on the others the edit's own, then each token's column times its
+    weight (reweighting; not renormalised, as in P2P). q [B, N, H * d] the edit's image
+    queries, k and v [B, M, H * d] its text keys and values; source_q [B, N, H * d], source_k
+    [B, M', H * d] the source's in the same layer; mapper [T, T'] or [B, T, T'], aligned and
+    weights [T] or [B, T] (one prompt pair per batch row) over the edit's first T tokens and the
+    source's first T' (align_tokens; weight 1.0 = unweighted). Returns [B, N, H * d] in v's dtype."""
     maps = attention_maps(q, k, heads)
     b, h, n, _ = maps.shape
-    t = min(indices.shape[-1], maps.shape[-1], source_k.shape[1])
-    rows = lambda x: x.reshape(-1, x.shape[-1])[:, :t].expand(b, t).to(maps.device)  # noqa: E731
-    index = rows(indices)[:, None, None, :].expand(b, h, n, t)
-    source = torch.gather(attention_maps(source_q, source_k, heads), -1, index)
-    a, w = rows(aligned).to(maps)[:, None, None, :], rows(weights).to(maps)[:, None, None, :]
+    t = min(mapper.shape[-2], maps.shape[-1])
+    s = min(mapper.shape[-1], source_k.shape[1])
+    mapper = mapper.reshape(-1, *mapper.shape[-2:])[:, :t, :s].expand(b, t, s).to(maps)
+    rows = lambda x: x.reshape(-1, x.shape[-1])[:, :t].expand(b, t).to(maps)  # noqa: E731
+    source = attention_maps(source_q, source_k, heads)[..., :s] @ mapper.transpose(-1, -2)[:, None]
+    a, w = rows(aligned)[:, None, None, :], rows(weights)[:, None, None, :]
     maps = torch.cat([(maps[..., :t] * (1 - a) + source * a) * w, maps[..., t:]], dim=-1)
     out = maps @ _heads(v, heads)
     return out.transpose(1, 2).reshape(b, n, -1).to(v.dtype)
+
+
+def word_maps(q, k, heads, selected):
+    """The summed cross-attention maps of chosen tokens, averaged over heads, as LocalBlend
+    reads them: q [B, N, H * d] image queries, k [B, M, H * d] text keys, selected [T] or [B, T]
+    1.0 on the chosen tokens (T <= M). Returns [B, N] float32."""
+    maps = attention_maps(q, k, heads)
+    t = min(selected.shape[-1], maps.shape[-1])
+    chosen = selected.reshape(-1, selected.shape[-1])[:, :t].to(maps)[:, None, None, :]
+    return (maps[..., :t] * chosen).sum(-1).mean(1)
+
+
+def grid(tokens, size):
+    """The (h, w) of a UNet layer with `tokens` image tokens over a latent of spatial `size`
+    (H, W): each level halves the sides, rounding up as a stride-2 convolution does."""
+    h, w = size
+    while h * w > tokens and (h > 1 or w > 1):
+        h, w = -(-h // 2), -(-w // 2)
+    if h * w != tokens:
+        raise ValueError(f"{tokens} tokens are no level of a {size[0]} x {size[1]} latent.")
+    return h, w
+
+
+def blend_mask(source_maps, edit_maps, size, threshold):
+    """LocalBlend's mask (prompt-to-prompt): each branch's word maps ([B, h, w], summed over the
+    steps so far) dilated by a 3 x 3 max pool, upsampled to the latent's `size` (H, W), divided
+    by their maximum and thresholded; the union of the source's and the edit's. Returns
+    [B, 1, H, W] bool: True where the edit keeps its own latent."""
+    masks = []
+    for maps in (source_maps, edit_maps):
+        m = torch.nn.functional.max_pool2d(maps[:, None].float(), 3, stride=1, padding=1)
+        m = torch.nn.functional.interpolate(m, size=tuple(size))
+        peak = m.amax(dim=(2, 3), keepdim=True)
+        masks.append(m / torch.where(peak > 0, peak, torch.ones_like(peak)) > threshold)
+    return masks[0] | masks[1]
+
+
+def blend(state, batch, mask):
+    """LocalBlend on the lockstep state [source; edit] ([2B, C, ...], changed in place): outside
+    `mask` ([B, 1, ...] bool) the edit's rows become the source's, bit for bit."""
+    edit = state[batch:]
+    edit.copy_(torch.where(mask.to(state.device), edit, state[:batch]))

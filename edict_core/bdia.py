@@ -26,7 +26,7 @@ def _generate(model, pair, sigmas, input_scale, gamma, callback):
         following = (gamma * _ratio(sigmas, k, input_scale) * backward_residual
                      + current + (sigmas[k + 1] - sigmas[k]) * e)
         previous, current = current, following
-        report(callback, k, sigmas[k + 1], current, denoised)
+        report(callback, k, sigmas[k + 1], current, denoised, state=(current, previous))
     return current, previous
 
 

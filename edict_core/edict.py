@@ -48,7 +48,7 @@ def sample_edict(model, pair, sigmas, input_scale, mix_weight=DEFAULT_MIX_WEIGHT
         del d_first
         x.mul_(p).add_(y, alpha=1 - p)
         y.mul_(p).add_(x, alpha=1 - p)
-        report(callback, k, sigmas[k + 1], x, denoised)
+        report(callback, k, sigmas[k + 1], x, denoised, state=(x, y))
     return x, y
 
 

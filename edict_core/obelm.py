@@ -53,7 +53,7 @@ def _generate(model, pair, sigmas, callback):
         h, rho = _step(sigmas, k)
         following = current + rho * rho * (previous - current) + (1 + rho) * h * e
         previous, current = current, following
-        report(callback, k, sigmas[k + 1], current, denoised)
+        report(callback, k, sigmas[k + 1], current, denoised, state=(current, previous))
     return current, previous
 
 

@@ -115,7 +115,7 @@ def sample_rex(model, pair, sigmas, input_scale=None, tableau=DEFAULT_TABLEAU, z
         step, denoised = psi(model, x_hat, sigma_n, sigma_m, tab)
         x = r * (zeta * x + (1 - zeta) * x_hat) + sigma_m * step
         x_hat = r * x_hat - sigma_m * psi(model, x, sigma_m, sigma_n, tab)[0]
-        report(callback, n, sigma_m, x, denoised)
+        report(callback, n, sigma_m, x, denoised, state=(x, x_hat))
     return x, x_hat
 
 

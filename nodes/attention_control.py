@@ -3,7 +3,7 @@ advanced), whose edit then reads the source branch's attention in lockstep
 (comfy_adapter/attention.py): mutual self-attention / value injection, and prompt-to-prompt."""
 
 from ..comfy_adapter.attention import (CONTROL_NODE, CONTROL_TYPE, CUSTOM_DEFAULTS, FAMILIES, INJECTIONS,
-                                       P2P_NODE, make_control, make_p2p)
+                                       P2P_DEFAULTS, P2P_NODE, make_control, make_p2p)
 from .exact_inversion import CATEGORY, SEARCH_ALIASES
 
 _DEFAULTS = "; ".join(
@@ -60,44 +60,69 @@ class ExactAttentionControl:
 
 
 class ExactPromptToPrompt:
-    DESCRIPTION = ("Prompt-to-prompt on an exact edit (UNet models: SD1.x, SDXL): in a window of steps the "
-                   "edit's cross-attention keeps the source's maps on the words the two prompts share or swap "
-                   "one for one (\"dog\" -> \"cat\"), so the swapped word lands where the old one was, and "
-                   "chosen words' maps are scaled. The source branch runs in lockstep, as with Exact Attention "
-                   "Control, which it can be combined with (attention_control input).")
+    DESCRIPTION = ("Prompt-to-prompt on an exact edit (UNet models: SD1.x, SDXL), as PIE-Bench runs it: type the "
+                   "photo's prompt and the edit's here once; the node encodes both (connect source_conditioning "
+                   "to Invert's positive, edit_conditioning to Sample's). In the first steps the edit keeps the "
+                   "source's cross-attention maps on the words the prompts share or swap (\"dog\" -> \"cat\": "
+                   "the new word lands where the old one was) and its self-attention maps (the layout); with "
+                   "blend words, everything outside those words' region stays the photo itself. The source branch "
+                   "runs exactly in lockstep, as with Exact Attention Control, which it can be combined with.")
     CATEGORY = CATEGORY
-    SEARCH_ALIASES = SEARCH_ALIASES + ["prompt to prompt", "p2p", "cross-attention", "word swap", "reweight"]
-    RETURN_TYPES = (CONTROL_TYPE,)
-    OUTPUT_TOOLTIPS = ("The control, for a Sample node's attention_control input.",)
+    SEARCH_ALIASES = SEARCH_ALIASES + ["prompt to prompt", "p2p", "cross-attention", "word swap", "reweight",
+                                       "local blend", "localblend"]
+    RETURN_TYPES = (CONTROL_TYPE, "CONDITIONING", "CONDITIONING")
+    RETURN_NAMES = ("attention_control", "source_conditioning", "edit_conditioning")
+    OUTPUT_TOOLTIPS = ("The control, for a Sample node's attention_control input.",
+                       "source_text encoded as CLIP Text Encode does: connect it to Invert's positive (and, on "
+                       "the advanced nodes, to the source guider).",
+                       "edit_text encoded: connect it to Sample's positive (or the edit guider's). Sample refuses "
+                       "another edit prompt, whose words the maps are not aligned with.")
     FUNCTION = "make"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "clip": ("CLIP", {"tooltip": "The CLIP that encoded both prompts: its tokenizer aligns their words."}),
+            "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP: it encodes both prompts and its tokenizer aligns "
+                              "their words."}),
             "source_text": ("STRING", {"multiline": True, "default": "", "tooltip":
-                            "The text of the prompt Invert used, as typed in its CLIP Text Encode."}),
+                            "The prompt that describes the photo (Invert's positive: connect "
+                            "source_conditioning to it). Prompts of several 77-token chunks are aligned across "
+                            "all of them."}),
             "edit_text": ("STRING", {"multiline": True, "default": "", "tooltip":
-                          "The text of the edit prompt, as typed in its CLIP Text Encode."}),
-            "step_start": _fraction(0.0, "First step in which the edit takes the source's cross-attention "
-                                    "maps, as a fraction of the steps."),
-            "step_end": _fraction(0.8, "End of that window (exclusive), as a fraction; prompt-to-prompt's "
-                                  "default 0.8 leaves the last steps free to render the new word's detail."),
+                          "The edit prompt: the same words with some swapped (\"dog\" -> \"cat\"), added "
+                          "(\"a cat wearing a hat\") or reweighted. A swapped word of another token count spreads "
+                          "the old word's map over its tokens, as prompt-to-prompt does."}),
+            "step_start": _fraction(P2P_DEFAULTS["step_start"], "First step in which the edit takes the source's "
+                                    "cross-attention maps, as a fraction of the steps."),
+            "step_end": _fraction(P2P_DEFAULTS["step_end"], "End of the cross-attention window (exclusive), as a "
+                                  "fraction; PIE-Bench's 0.4 (prompt-to-prompt's cross_replace_steps) leaves the "
+                                  "later steps free to render the new word."),
             "reweight": ("STRING", {"default": "", "tooltip":
                          "Optional: words of edit_text with weights that scale their attention maps, as "
-                         "\"cat:2, beach:0.5\" (prompt-to-prompt's reweighting, in the same window)."}),
+                         "\"cat:2, beach:0.5\" (prompt-to-prompt's reweighting, in the cross-attention window)."}),
+            "self_replace_steps": _fraction(P2P_DEFAULTS["self_replace_steps"],
+                                            "The first fraction of the steps in which the edit's self-attention "
+                                            "maps are the source's (softmax of the source's queries and keys over "
+                                            "the edit's values), in the layers of at most 32 x 32 tokens: what "
+                                            "holds the layout. PIE-Bench: 0.6; 0 leaves self-attention alone."),
+            "blend_words": ("STRING", {"default": "", "tooltip":
+                            "Optional LocalBlend: the words whose region the edit may change, from either prompt, "
+                            "comma-separated (\"dog, cat\"). Outside the mask their cross-attention maps make, "
+                            "the edit's latent is the source branch's from step 0.2 on, so there the result is "
+                            "the photo itself. Empty: no blend."}),
+            "blend_threshold": ("FLOAT", {"default": P2P_DEFAULTS["blend_threshold"], "min": 0.0, "max": 0.99,
+                                          "step": 0.01, "tooltip":
+                                          "LocalBlend's threshold on the normalised word maps: lower grows the "
+                                          "region the edit may change. Prompt-to-prompt's: 0.3."}),
         }, "optional": {
             "attention_control": (CONTROL_TYPE, {"tooltip": "Optional: an Exact Attention Control to combine "
                                   "with (mutual self-attention plus prompt-to-prompt)."}),
-            "source_positive": ("CONDITIONING", {"tooltip":
-                                "The prompt that describes the photo (the one Invert used), for the simple "
-                                "Sample nodes' source branch, unless the connected attention_control has it."}),
         }}
 
-    def make(self, clip, source_text, edit_text, step_start, step_end, reweight="", attention_control=None,
-             source_positive=None):
-        return (make_p2p(clip, source_text, edit_text, step_start, step_end, reweight, attention_control,
-                         source_positive),)
+    def make(self, clip, source_text, edit_text, step_start, step_end, reweight, self_replace_steps, blend_words,
+             blend_threshold, attention_control=None):
+        return make_p2p(clip, source_text, edit_text, step_start, step_end, reweight, self_replace_steps,
+                        blend_words, blend_threshold, attention_control)
 
 
 NODE_CLASS_MAPPINGS = {"ExactAttentionControl": ExactAttentionControl, "ExactPromptToPrompt": ExactPromptToPrompt}

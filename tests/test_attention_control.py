@@ -14,6 +14,7 @@ harness/tiny_models.py: every method of the spec on SD1.5, BDIA on every other f
 The figures go to tests/artifacts/attention_control.json.
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -333,31 +334,70 @@ def test_windows_give_the_papers_indices():
     assert held(Window(0.5, 0.5), 10) == [] and held(Window(0.0, 1.0), 3) == [0, 1, 2]
 
 
-def test_token_alignment_is_edicts():
-    from edict_core.attention import align_tokens
+def test_token_alignment_is_seq_aligners():
+    from edict_core.attention import align_tokens, is_identity
 
-    indices, aligned = align_tokens([1, 2, 3, 4], [1, 5, 3, 4])  # a word swap keeps every place
-    assert indices.tolist() == [0, 1, 2, 3] and aligned.tolist() == [1, 1, 1, 1]
-    indices, aligned = align_tokens([1, 2, 3, 4], [1, 2, 7, 7, 3, 4])  # an insertion shifts the rest
-    assert indices.tolist()[:2] + indices.tolist()[4:] == [0, 1, 2, 3] and aligned.tolist() == [1, 1, 0, 0, 1, 1]
+    mapper, aligned = align_tokens([1, 2, 3, 4], [1, 5, 3, 4])  # a word swap keeps every place
+    assert torch.equal(mapper, torch.eye(4)) and aligned.tolist() == [1, 1, 1, 1] and is_identity(mapper, aligned)
+    mapper, aligned = align_tokens([1, 2, 3, 4], [1, 2, 7, 7, 3, 4])  # an insertion shifts the rest (refinement)
+    assert mapper.argmax(1).tolist()[:2] + mapper.argmax(1).tolist()[4:] == [0, 1, 2, 3]
+    assert aligned.tolist() == [1, 1, 0, 0, 1, 1] and mapper[2:4].sum() == 0
+    # a swap of one token for two spreads the old map over both (get_replacement_mapper_)
+    mapper, aligned = align_tokens([1, 2, 3, 4], [1, 8, 9, 3, 4])
+    assert mapper[1:3, 1].tolist() == [0.5, 0.5] and mapper[1:3].sum() == 1.0 and aligned.tolist() == [1] * 5
+    assert mapper[3:, 2:].tolist() == [[1, 0], [0, 1]] and not is_identity(mapper, aligned)
+
+
+def test_local_blend_mask_and_blend():
+    from edict_core.attention import blend, blend_mask, grid
+
+    assert grid(16, (8, 8)) == (4, 4) and grid(64, (8, 8)) == (8, 8) and grid(4, (3, 3)) == (2, 2)
+    with pytest.raises(ValueError):
+        grid(10, (8, 8))
+    source, edit = torch.zeros(1, 4, 4), torch.zeros(1, 4, 4)
+    source[0, 0, 0], edit[0, 3, 3] = 1.0, 0.2  # each normalised by its own peak
+    mask = blend_mask(source, edit, (8, 8), 0.3)
+    assert mask.shape == (1, 1, 8, 8)
+    # the 3 x 3 pool dilates each word's cell by one, upsampling doubles it: two 4 x 4 corners
+    assert mask.sum() == 32 and mask[0, 0, :4, :4].all() and mask[0, 0, 4:, 4:].all()
+    state = torch.cat([torch.zeros(1, 2, 8, 8), torch.ones(1, 2, 8, 8)]).double()
+    blend(state, 1, mask)
+    assert torch.equal(state[1], mask[0].expand(2, 8, 8).double()) and torch.equal(state[0], torch.zeros(2, 8, 8).double())
 
 
 SOURCE_TEXT, EDIT_TEXT = "a photo of a dog on the beach", "a photo of a cat on the beach"
 # SD1.5 with its real CLIP; SDXL's tiny family has random 77-token conditionings, whose
-# cross-attention the same tokenizer's alignment indexes.
+# cross-attention the same tokenizer's alignment indexes (through the adapter, as the bench
+# does: the node would encode them with SD1.5's CLIP).
 P2P_CASES = [("sd15", METHODS[0]), ("sd15", "BDIA"), ("sdxl", "BDIA")]
+P2P_WIDGETS = dict(source_text=SOURCE_TEXT, edit_text=EDIT_TEXT, step_start=0.0, step_end=1.0, reweight="",
+                   self_replace_steps=0.0, blend_words="", blend_threshold=0.3)
+
+
+def _p2p_node(comfy, **inputs):
+    """Exact Prompt-to-Prompt's three outputs: (control, source conditioning, edit conditioning)."""
+    node = comfy.NODE_CLASS_MAPPINGS["ExactPromptToPrompt"]()
+    with torch.inference_mode():
+        return node.make(**inputs)
+
+
+def _p2p(comfy, c, name, **widgets):
+    inputs = dict(P2P_WIDGETS, **widgets)
+    if name == "sd15":
+        return _p2p_node(comfy, clip=comfy.tiny["clip"], **inputs)[0]
+    from harness.comfy import pack_module
+
+    control = inputs.pop("attention_control", None)
+    return pack_module("comfy_adapter.attention").p2p_control(
+        comfy.tiny["clip"], control=control, source_positive=c.positive, **inputs)
 
 
 @pytest.mark.parametrize(("name", "method"), P2P_CASES, ids=[f"{n}-{m}" for n, m in P2P_CASES])
 def test_prompt_to_prompt(comfy, figures, caplog, name, method):
     c = case(comfy, name)
-    clip = comfy.tiny["clip"]
 
     def p2p(**widgets):
-        inputs = dict(clip=clip, source_text=SOURCE_TEXT, edit_text=EDIT_TEXT, step_start=0.0, step_end=1.0,
-                      reweight="", source_positive=c.positive)
-        inputs.update(widgets)
-        return run_node(comfy, "ExactPromptToPrompt", **inputs)
+        return _p2p(comfy, c, name, **widgets)
 
     inverted = c.invert(method)
     back, _ = c.sample(method, inverted, c.positive)
@@ -376,7 +416,7 @@ def test_prompt_to_prompt(comfy, figures, caplog, name, method):
     report = edited["exact_inversion"]["attention_control"]
     assert torch.equal(report["source_branch"], back["exact_inversion"]["branch"])
     assert calls == 2 * plain_calls and report["p2p_calls"] > 0 and report["injected_calls"] == 0
-    assert report["p2p_aligned"] == 77  # dog -> cat: one for one, every place kept
+    assert report["p2p_aligned"] == 77 and report["self_replaced_calls"] == 0  # dog -> cat: one for one
     swap = relative_error(edited["exact_inversion"]["branch"], plain["exact_inversion"]["branch"])
     # reweighting goes through the explicit maps; then combined with mutual self-attention
     weighted, _ = c.sample(method, inverted, c.edit, p2p(reweight="cat:2"))
@@ -394,20 +434,104 @@ def test_prompt_to_prompt(comfy, figures, caplog, name, method):
     assert swap > 0.05 and weight_change > 0.05 and both_change > 0.05
 
 
+@pytest.mark.parametrize(("name", "method"), P2P_CASES, ids=[f"{n}-{m}" for n, m in P2P_CASES])
+def test_self_replacement_and_local_blend(comfy, figures, caplog, name, method):
+    """Prompt-to-prompt's self-attention map replacement and LocalBlend, each alone (the cross
+    window empty): an empty window gives plain Sample, equal prompts the round trip, the source
+    branch stays bit-equal at twice the calls; outside LocalBlend's mask the edit is the source
+    branch bit for bit, so the photo at float rounding."""
+    c = case(comfy, name)
+    no_cross = dict(step_start=0.5, step_end=0.5)
+
+    def p2p(**widgets):
+        return _p2p(comfy, c, name, **dict(no_cross, **widgets))
+
+    inverted = c.invert(method)
+    back, _ = c.sample(method, inverted, c.positive)
+    plain, plain_calls = c.sample(method, inverted, c.edit)
+    source_latent = c.latent["samples"]
+    found = {}
+    # The random-weight models attend almost evenly: a high threshold leaves a part of the latent out.
+    for part, widgets in (("self", dict(self_replace_steps=1.0)), ("blend", dict(blend_words="dog, cat", blend_threshold=0.9))):
+        same_widgets = dict(widgets, blend_words="dog") if part == "blend" else widgets  # "cat" is in neither
+        same, _ = c.sample(method, inverted, c.positive, p2p(edit_text=SOURCE_TEXT, **same_widgets))
+        assert torch.equal(same["exact_inversion"]["branch"], back["exact_inversion"]["branch"]), part
+        edited, calls = c.sample(method, inverted, c.edit, p2p(**widgets))
+        report = edited["exact_inversion"]["attention_control"]
+        assert calls == 2 * plain_calls and report["p2p_calls"] == 0, part
+        assert torch.equal(report["source_branch"], back["exact_inversion"]["branch"]), part
+        found[part] = (edited["exact_inversion"]["branch"], report)
+    branch, report = found["self"]
+    assert report["self_replaced_calls"] > 0 and report["injected_calls"] == 0
+    self_change = relative_error(branch, plain["exact_inversion"]["branch"])
+    branch, report = found["blend"]
+    mask = report["blend_mask"]
+    assert report["blend_steps"] > 0 and mask.shape[-2:] == branch.shape[-2:]
+    outside = ~mask.expand_as(branch)
+    assert torch.equal(branch[outside], report["source_branch"][outside])
+    kept = relative_error(branch * outside, source_latent * outside)
+    inside_change = relative_error(branch * ~outside, plain["exact_inversion"]["branch"] * ~outside)
+    coverage = report["blend_coverage"]
+    figures.setdefault(name, {}).setdefault(method, {}).update(
+        self_replace_change_vs_plain_edit=self_change, blend_coverage=coverage, blend_outside_error=kept)
+    print(f"\n[p2p parts] {name} {method}: self replacement moves the edit {self_change:.3g}; LocalBlend "
+          f"covers {coverage:.2f}, outside it {kept:.2e} from the photo's latent, inside {inside_change:.3g}")
+    assert self_change > 0.05 and 0.0 < coverage < 1.0 and kept < 1e-5
+    with caplog.at_level(logging.INFO, logger="exact_inversion"):
+        c.sample(method, inverted, c.edit, p2p(self_replace_steps=0.5, blend_words="cat"))
+    said = [r.getMessage() for r in caplog.records]
+    assert any("self-attention maps in" in m and "LocalBlend of cat in" in m for m in said), said
+    assert not any("replaced no cross-attention map" in m for m in said), said
+
+
+def test_prompt_to_prompt_is_typed_once(comfy):
+    """The node encodes both texts as CLIP Text Encode does; Sample refuses an edit prompt
+    other than the one it encoded, and a source prompt other than Invert's, by input."""
+    c = case(comfy, "sd15")
+    control, source, edit = _p2p_node(comfy, clip=comfy.tiny["clip"], **P2P_WIDGETS)
+    for ours, theirs in ((source, c.positive), (edit, c.edit)):
+        assert torch.equal(ours[0][0], theirs[0][0])
+    method = "BDIA"
+    inverted = c.invert(method)
+    ok, _ = c.sample(method, inverted, edit, control)
+    assert ok["exact_inversion"]["attention_control"]["p2p_calls"] > 0
+    error = _error(comfy, "BDIASample", positive=c.negative, latent_image=inverted, seed=0,
+                   attention_control=control, **c.widgets(method))
+    assert (error.node, error.input_name) == ("BDIA Sample", "positive"), str(error)
+    assert "edit_conditioning" in str(error)
+    other, _, _ = _p2p_node(comfy, clip=comfy.tiny["clip"], **dict(P2P_WIDGETS, source_text="a photo of a horse"))
+    error = _error(comfy, "BDIASample", positive=edit, latent_image=inverted, seed=0, attention_control=other,
+                   **c.widgets(method))
+    assert (error.node, error.input_name) == ("BDIA Sample", "attention_control"), str(error)
+    assert "source_conditioning" in str(error)
+    # several 77-token chunks are aligned across all of them
+    long_source, long_edit = " ".join([SOURCE_TEXT] * 12), " ".join([SOURCE_TEXT] * 11 + [EDIT_TEXT])
+    control, source, edit = _p2p_node(comfy, clip=comfy.tiny["clip"], **dict(
+        P2P_WIDGETS, source_text=long_source, edit_text=long_edit))
+    assert source[0][0].shape[1] == edit[0][0].shape[1] == 154 and control.p2p.mapper.shape[-2:] == (154, 154)
+    assert int(control.p2p.aligned.sum()) == 154
+    inverted = run_node(comfy, "BDIAInvert", positive=source, latent_image=c.latent, **c.widgets(method))
+    long_run, _ = c.sample(method, inverted, edit, control)
+    assert long_run["exact_inversion"]["attention_control"]["p2p_calls"] > 0
+
+
 def test_prompt_to_prompt_bad_input(comfy):
     c = case(comfy, "sd15")
     clip = comfy.tiny["clip"]
-    good = dict(clip=clip, source_text=SOURCE_TEXT, edit_text=EDIT_TEXT, step_start=0.0, step_end=0.8,
-                reweight="", source_positive=c.positive)
+    good = dict(P2P_WIDGETS, clip=clip, step_end=0.8)
     for bad, wrong in ((dict(reweight="horse:2"), "reweight"), (dict(reweight="cat:lots"), "reweight"),
                        (dict(reweight="cat:50"), "reweight"), (dict(edit_text="  "), "edit_text"),
-                       (dict(step_start=0.9, step_end=0.1), "step_end")):
-        error = _error(comfy, "ExactPromptToPrompt", **dict(good, **bad))
+                       (dict(step_start=0.9, step_end=0.1), "step_end"), (dict(blend_words="horse"), "blend_words"),
+                       (dict(self_replace_steps=1.5), "self_replace_steps"),
+                       (dict(blend_threshold=1.0), "blend_threshold"), (dict(clip=None), "clip")):
+        with pytest.raises(Exception) as caught:
+            _p2p_node(comfy, **dict(good, **bad))
+        error = caught.value
         assert (error.node, error.input_name) == ("Exact Prompt-to-Prompt", wrong), str(error)
-        assert "Use" in str(error) or "Type" in str(error) or "Write" in str(error) or "Reweight" in str(error)
+        assert any(word in str(error) for word in ("Use", "Type", "Write", "Reweight", "Name", "Connect")), str(error)
     # joint-attention families have no cross-attention maps to replace
     flux = tiny_models.build(comfy, "flux")
-    control = run_node(comfy, "ExactPromptToPrompt", **dict(good, source_positive=flux.positive))
+    control = dataclasses.replace(_p2p(comfy, c, "flux", step_end=0.8), source_positive=flux.positive)
     error = _error(comfy, "BDIASample", model=flux.model, positive=flux.edit, negative=flux.negative,
                    latent_image=flux.latent, seed=0, steps=STEPS, cfg=flux.cfg, scheduler="normal", denoise=0.8,
                    attention_control=control, **METHOD_WIDGETS["BDIA"])
