@@ -95,8 +95,12 @@ def conditioning_digest(conditioning):
     as set_conds converts it): what conds_digests gives for a guider built from it."""
     import comfy.sampler_helpers
 
+    return _cond_digest(comfy.sampler_helpers.convert_cond(conditioning))
+
+
+def _cond_digest(conds):
     digest = hashlib.sha256()
-    _cond_update(digest, comfy.sampler_helpers.convert_cond(conditioning))
+    _cond_update(digest, conds)
     return digest.hexdigest()[:16]
 
 
@@ -109,7 +113,5 @@ def conds_digests(guider):
     out = {}
     for name in ("positive", "negative"):
         if name in conds:
-            digest = hashlib.sha256()
-            _cond_update(digest, conds[name])
-            out[name] = digest.hexdigest()[:16]
+            out[name] = _cond_digest(conds[name])
     return out

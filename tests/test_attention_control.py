@@ -476,7 +476,8 @@ def test_self_replacement_and_local_blend(comfy, figures, caplog, name, method):
         self_replace_change_vs_plain_edit=self_change, blend_coverage=coverage, blend_outside_error=kept)
     print(f"\n[p2p parts] {name} {method}: self replacement moves the edit {self_change:.3g}; LocalBlend "
           f"covers {coverage:.2f}, outside it {kept:.2e} from the photo's latent, inside {inside_change:.3g}")
-    assert self_change > 0.05 and 0.0 < coverage < 1.0 and kept < 1e-5
+    # measured: self replacement 0.335 to 0.49; outside the mask 5e-16 to 3e-15 (float64 states)
+    assert self_change > 0.3 and 0.0 < coverage < 1.0 and kept < 1e-14
     with caplog.at_level(logging.INFO, logger="exact_inversion"):
         c.sample(method, inverted, c.edit, p2p(self_replace_steps=0.5, blend_words="cat"))
     said = [r.getMessage() for r in caplog.records]
